@@ -1,0 +1,46 @@
+"""Writes to accounts: users, their roles and their queues."""
+
+from collections.abc import Iterable
+
+from django.contrib.auth.models import Group, User
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from apps.reviews.services import queue_get_or_create
+
+from .roles import GROUP_ROLES, Role
+
+
+def account_upsert(
+    *,
+    username: str,
+    roles: Iterable[str],
+    queues: Iterable[str] = (),
+    password: str | None = None,
+) -> User:
+    """Create the account or update it to hold exactly ``roles`` and ``queues``.
+
+    Queues that do not exist yet are created. An account with no queue works on every
+    queue. Role ``admin`` makes the account staff.
+    """
+    roles = set(roles)
+    unknown = roles - set(Role.values)
+    if unknown:
+        raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        user, created = User.objects.get_or_create(username=username)
+        user.is_staff = Role.ADMIN in roles
+        if password:
+            user.set_password(password)
+        elif created:
+            user.set_unusable_password()
+        user.save()
+        user.groups.set([Group.objects.get_or_create(name=r)[0] for r in GROUP_ROLES if r in roles])
+        user.review_queues.set([queue_get_or_create(name=q) for q in dict.fromkeys(queues)])
+    return user
+
+
+def account_token(*, user: User) -> str:
+    """The account's API token, created on first use."""
+    token, _ = Token.objects.get_or_create(user=user)
+    return token.key

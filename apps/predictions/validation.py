@@ -1,0 +1,242 @@
+"""Validation of a prediction against its model's schema. A pure module.
+
+A schema is compiled once per model version and then checks each prediction in a
+single pass, naming every bad field by its dotted path (``features.income``,
+``prediction.probabilities.deny``). What it accepts can be stored as JSON in
+PostgreSQL as it is: finite numbers only, no NUL characters, bounded depth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PROBABILITY_TOLERANCE = 1e-6
+MAX_EXTERNAL_ID_LENGTH = 200
+MAX_CONTEXT_DEPTH = 16
+TOP_LEVEL_KEYS = frozenset(
+    {"model", "external_id", "features", "prediction", "context", "attributions"}
+)
+
+
+class InvalidPrediction(ValueError):
+    def __init__(self, details: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in details.items()))
+        self.details = details
+
+
+@dataclass(frozen=True)
+class CleanPrediction:
+    external_id: str
+    features: dict[str, Any]
+    context: dict[str, Any]
+    label: str
+    probabilities: dict[str, float]
+    attributions: dict[str, Any] | None
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def as_finite_float(value: Any) -> float | None:
+    """``value`` as a float if it is a finite JSON number (not a boolean), else None."""
+    if not is_number(value):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def storable_text_error(value: str) -> str | None:
+    return "must not contain NUL characters" if "\x00" in value else None
+
+
+def json_safety_errors(value: Any, path: str, errors: dict[str, str], depth: int = 0) -> None:
+    """Record why ``value`` cannot be stored as JSON: non-finite numbers, NUL, depth."""
+    if depth > MAX_CONTEXT_DEPTH:
+        errors[path] = f"nested deeper than {MAX_CONTEXT_DEPTH} levels"
+    elif isinstance(value, float) and not math.isfinite(value):
+        errors[path] = "must be a finite number (no NaN or infinity)"
+    elif isinstance(value, str):
+        if message := storable_text_error(value):
+            errors[path] = message
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if "\x00" in key:
+                errors[path] = "keys must not contain NUL characters"
+                continue
+            json_safety_errors(item, f"{path}.{key}", errors, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            json_safety_errors(item, f"{path}.{i}", errors, depth + 1)
+
+
+class PredictionSchema:
+    """The checks for one model version, compiled from its registered spec."""
+
+    def __init__(
+        self,
+        *,
+        labels: Sequence[str],
+        features: Sequence[Mapping[str, Any]],
+        requires_attributions: bool,
+    ) -> None:
+        self.labels = tuple(labels)
+        self.label_set = frozenset(labels)
+        self.features = {f["name"]: f for f in features}
+        self.categories = {
+            f["name"]: frozenset(f["categories"]) for f in features if f["type"] == "categorical"
+        }
+        self.requires_attributions = requires_attributions
+
+    def clean(self, item: Any) -> CleanPrediction:
+        """Validate one prediction; raise InvalidPrediction naming every bad field."""
+        if not isinstance(item, Mapping):
+            raise InvalidPrediction({"non_field_errors": "a prediction must be a JSON object"})
+        errors: dict[str, str] = {}
+        for key in sorted(set(item) - TOP_LEVEL_KEYS):
+            errors[key] = "unknown field"
+
+        external_id = item.get("external_id")
+        if not isinstance(external_id, str) or not external_id.strip():
+            errors["external_id"] = "must be a non-empty string"
+        elif len(external_id) > MAX_EXTERNAL_ID_LENGTH:
+            errors["external_id"] = f"must be at most {MAX_EXTERNAL_ID_LENGTH} characters"
+        elif message := storable_text_error(external_id):
+            errors["external_id"] = message
+
+        features = self._clean_features(item.get("features"), errors)
+        label, probabilities = self._clean_prediction(item.get("prediction"), errors)
+
+        context = item.get("context")
+        if context is None:
+            context = {}
+        elif not isinstance(context, Mapping):
+            errors["context"] = "must be an object"
+        else:
+            json_safety_errors(context, "context", errors)
+
+        attributions = self._clean_attributions(item.get("attributions"), errors)
+        if errors:
+            raise InvalidPrediction(errors)
+        return CleanPrediction(
+            external_id=external_id,  # type: ignore[arg-type]
+            features=features,
+            context=dict(context),  # type: ignore[arg-type]
+            label=label,  # type: ignore[arg-type]
+            probabilities=probabilities,
+            attributions=attributions,
+        )
+
+    def _clean_features(self, raw: Any, errors: dict[str, str]) -> dict[str, Any]:
+        if not isinstance(raw, Mapping):
+            errors["features"] = "must be an object of feature values"
+            return {}
+        clean: dict[str, Any] = {}
+        for name, value in raw.items():
+            spec = self.features.get(name)
+            path = f"features.{name}"
+            if spec is None:
+                errors[path] = "unknown feature"
+                continue
+            kind = spec["type"]
+            if kind == "numeric":
+                number = as_finite_float(value)
+                if number is None:
+                    errors[path] = (
+                        "must be a finite number (no NaN or infinity)"
+                        if isinstance(value, float)
+                        else "must be a number"
+                    )
+                else:
+                    clean[name] = number
+            elif kind == "categorical":
+                if not isinstance(value, str):
+                    errors[path] = "must be a string category"
+                elif value not in self.categories[name]:
+                    errors[path] = f"unknown category {value!r}"
+                else:
+                    clean[name] = value
+            elif not isinstance(value, bool):
+                errors[path] = "must be true or false"
+            else:
+                clean[name] = value
+        for name in self.features:
+            if name not in raw:
+                errors[f"features.{name}"] = "missing"
+        # Keep the schema's order: it is the model's input order.
+        return {name: clean[name] for name in self.features if name in clean}
+
+    def _clean_prediction(self, raw: Any, errors: dict[str, str]) -> tuple[Any, dict[str, float]]:
+        if not isinstance(raw, Mapping):
+            errors["prediction"] = "must be an object with label and probabilities"
+            return None, {}
+        for key in sorted(set(raw) - {"label", "probabilities"}):
+            errors[f"prediction.{key}"] = "unknown field"
+        label = raw.get("label")
+        if not isinstance(label, str) or label not in self.label_set:
+            errors["prediction.label"] = f"must be one of {list(self.labels)!r}"
+        probabilities = raw.get("probabilities")
+        if not isinstance(probabilities, Mapping):
+            errors["prediction.probabilities"] = "must be an object of probability by label"
+            return label, {}
+        clean: dict[str, float] = {}
+        for name, value in probabilities.items():
+            path = f"prediction.probabilities.{name}"
+            number = as_finite_float(value)
+            if name not in self.label_set:
+                errors[path] = "unknown label"
+            elif number is None or not 0.0 <= number <= 1.0:
+                errors[path] = "must be a number between 0 and 1"
+            else:
+                clean[name] = number
+        for name in self.labels:
+            if name not in probabilities:
+                errors[f"prediction.probabilities.{name}"] = "missing"
+        if len(clean) == len(self.labels) and abs(math.fsum(clean.values()) - 1.0) > (
+            PROBABILITY_TOLERANCE
+        ):
+            errors["prediction.probabilities"] = (
+                f"must sum to 1 within {PROBABILITY_TOLERANCE:g} "
+                f"(they sum to {math.fsum(clean.values())!r})"
+            )
+        return label, {name: clean[name] for name in self.labels if name in clean}
+
+    def _clean_attributions(self, raw: Any, errors: dict[str, str]) -> dict[str, Any] | None:
+        if raw is None:
+            if self.requires_attributions:
+                errors["attributions"] = "required: the model's explainer is 'precomputed'"
+            return None
+        if not self.requires_attributions:
+            errors["attributions"] = "only accepted for models whose explainer is 'precomputed'"
+            return None
+        if not isinstance(raw, Mapping):
+            errors["attributions"] = "must be an object with base_value and values"
+            return None
+        for key in sorted(set(raw) - {"base_value", "values"}):
+            errors[f"attributions.{key}"] = "unknown field"
+        base_value = as_finite_float(raw.get("base_value"))
+        if base_value is None:
+            errors["attributions.base_value"] = "must be a finite number"
+        values = raw.get("values")
+        if not isinstance(values, Mapping):
+            errors["attributions.values"] = "must be an object of contribution by feature"
+            return None
+        clean: dict[str, float] = {}
+        for name, value in values.items():
+            number = as_finite_float(value)
+            if name not in self.features:
+                errors[f"attributions.values.{name}"] = "unknown feature"
+            elif number is None:
+                errors[f"attributions.values.{name}"] = "must be a finite number"
+            else:
+                clean[name] = number
+        for name in self.features:
+            if name not in values:
+                errors[f"attributions.values.{name}"] = "missing"
+        return {"base_value": base_value, "values": clean}

@@ -1,0 +1,55 @@
+"""The model registry: one row per registered model version.
+
+A version is immutable once registered: predictions, routing decisions and labels
+refer to it, so changing it in place would rewrite history. A new version is a new row.
+"""
+
+from django.db import models
+
+
+class Task(models.TextChoices):
+    BINARY = "binary_classification"
+    MULTICLASS = "multiclass_classification"
+
+
+class ExplainerKind(models.TextChoices):
+    LIGHTGBM = "lightgbm"
+    XGBOOST = "xgboost"
+    LINEAR = "linear"
+    SKLEARN = "sklearn"
+    PRECOMPUTED = "precomputed"
+
+
+class ModelVersion(models.Model):
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=50)
+    task = models.CharField(max_length=32, choices=Task.choices)
+    labels = models.JSONField(help_text="Class names in the model's output order.")
+    features = models.JSONField(help_text="The feature schema, in the model's input order.")
+    explainer = models.JSONField(help_text="Explainer kind and its fields, artifact excluded.")
+    routing = models.JSONField(help_text="The routing policy as registered.")
+    queue = models.ForeignKey("reviews.Queue", on_delete=models.PROTECT, related_name="+")
+    artifact = models.BinaryField(null=True, editable=False)
+    artifact_sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name", "version"], name="modelversion_name_version_uniq"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(task__in=Task.values), name="modelversion_task_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.ref
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
