@@ -9,7 +9,8 @@ ROLES = ("producer", "reviewer", "escalation_manager", "pipeline", "admin")
 def make_client(username: str, *roles: str, queues=()) -> APIClient:
     user = account_upsert(username=username, roles=roles, queues=queues)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {account_token(user=user)}")
+    client.token = account_token(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {client.token}")
     client.user = user
     return client
 
