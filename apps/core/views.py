@@ -27,7 +27,7 @@ def _broker_state() -> str:
     from reviewqueue.celery import app
 
     try:
-        with app.connection_for_write() as conn:
+        with app.connection_for_write(settings.CELERY_BROKER_URL) as conn:
             conn.ensure_connection(max_retries=1, timeout=1)
         return "ok"
     except Exception:

@@ -66,3 +66,9 @@ def test_unknown_paths_and_methods_answer_the_error_body(admin_client):
     r = admin_client.delete("/api/v1/models/")
     assert r.status_code == 405
     assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.django_db
+def test_healthz_reports_a_live_broker(settings):
+    settings.CELERY_BROKER_URL = settings.TEST_REDIS_URL
+    assert APIClient().get("/healthz").json() == {"database": "ok", "broker": "ok"}
