@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.core.pages import index
 from apps.core.views import healthz, metrics
 
 api_v1 = [
@@ -16,6 +17,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    path("", index, name="index"),
 ]
 
 handler404 = "apps.core.views.not_found"

@@ -7,6 +7,7 @@ The embedded default needs nothing: an SQLite file and in-process tasks. Setting
 from pathlib import Path
 
 import environ
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -140,6 +141,10 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
+# A plain `celery -A reviewqueue worker` consumes every queue; heavy work can be given
+# its own workers with `-Q explanations`.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("explanations"))
 CELERY_TASK_ROUTES = {"reviews.explain_items": {"queue": "explanations"}}
 # A broker outage must not hang the request that enqueues: give up fast, PostgreSQL
 # keeps the truth and the sweeper re-enqueues.
