@@ -40,6 +40,7 @@ def broker():
 
 @pytest.fixture
 def worker(broker, transactional_db):
+    """A worker started as a deployment starts it: no -Q, so it must consume every queue."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "reviewqueue.settings.local",
@@ -56,8 +57,6 @@ def worker(broker, transactional_db):
             "worker",
             "--pool",
             "solo",
-            "-Q",
-            "explanations",
             "--without-mingle",
             "--without-gossip",
             "--loglevel",
