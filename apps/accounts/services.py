@@ -21,7 +21,7 @@ def account_upsert(
     """Create the account or update it to hold exactly ``roles`` and ``queues``.
 
     Queues that do not exist yet are created. An account with no queue works on every
-    queue. Role ``admin`` makes the account staff.
+    queue. Role ``admin`` makes the account staff (and a Django superuser).
     """
     roles = set(roles)
     unknown = roles - set(Role.values)
@@ -29,7 +29,8 @@ def account_upsert(
         raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}")
     with transaction.atomic():
         user, created = User.objects.get_or_create(username=username)
-        user.is_staff = Role.ADMIN in roles
+        # Admins manage users, queues and models in the Django admin too.
+        user.is_staff = user.is_superuser = Role.ADMIN in roles
         if password:
             user.set_password(password)
         elif created:

@@ -1,0 +1,23 @@
+from django.contrib import admin
+
+from .models import ModelVersion
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    """Read-only: versions are registered through the API, which validates them, and
+    never change afterwards."""
+
+    list_display = ("id", "name", "version", "task", "queue", "created_at")
+    list_filter = ("task", "name")
+    search_fields = ("name", "version")
+    exclude = ("artifact",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
