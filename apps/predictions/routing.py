@@ -34,7 +34,9 @@ OPERATORS = frozenset({"==", "!=", "exists"}) | ORDERING_OPS | MEMBERSHIP_OPS
 
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_FIELD_RE = re.compile(r"^(features|context)(\.[^.\s]+)+$")
+# A feature name is the whole rest of the path (it may hold dots or spaces); a context
+# path descends by dots.
+_FIELD_RE = re.compile(r"^(?:features\.[^\x00]+|context(?:\.[^.\s]+)+)$")
 _POLICY_KEYS = frozenset({"min_confidence", "risk_rules", "audit_rate", "sla", "queue"})
 _RULE_KEYS = frozenset({"field", "op", "value", "reason"})
 _MISSING = object()

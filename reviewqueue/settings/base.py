@@ -166,4 +166,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    # In-process tasks (no broker) would log a line per task run: keep it quiet.
+    "loggers": {
+        "celery.app.trace": {"level": "INFO" if CELERY_BROKER_URL else "WARNING"},
+        "kombu.connection": {"level": "INFO" if CELERY_BROKER_URL else "ERROR"},
+    },
 }

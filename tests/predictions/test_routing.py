@@ -12,6 +12,7 @@ FEATURES = {
     "region": {"type": "categorical", "categories": ["n", "s"]},
     "owner": {"type": "boolean"},
     "debt.ratio": {"type": "numeric"},
+    "mean radius": {"type": "numeric"},
 }
 
 
@@ -110,6 +111,12 @@ def test_nested_context_paths_and_dotted_feature_names():
     )
     assert d.reasons == ("gold", "debt")
     assert decide(p, context={"customer": "gold"}).routed is False
+
+
+def test_a_feature_name_with_spaces_can_be_named_by_a_rule():
+    p = policy(risk_rules=[rule("features.mean radius", ">=", 20, reason="large")])
+    d = decide(p, features={"mean radius": 25.0})
+    assert d.reasons == ("large",)
 
 
 def test_low_confidence_routes_below_the_threshold_only():

@@ -1,0 +1,335 @@
+"""Fill an empty installation with something to look at: accounts, a model, predictions.
+
+Everything goes through the doors a real deployment uses. Accounts are made by the
+accounts service; the model is registered and the predictions are sent through the
+HTTP API (in-process, with DRF's test client and the accounts' real tokens), so the
+demo runs the same validation, routing and intake code as any client would.
+
+Running it again changes nothing but the passwords: accounts are upserted, the
+registry's 409 for an existing ``name:version`` means "reuse it", and predictions sent
+again with the same content come back as duplicates. That holds because the model is
+trained deterministically (fixed seed, one thread), so its probabilities, and with
+them each prediction's content, are the same on every run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm
+import numpy as np
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from rest_framework.test import APIClient
+from sklearn.datasets import load_breast_cancer
+
+from apps.accounts.roles import Role
+from apps.accounts.services import account_token, account_upsert
+
+MODEL_NAME = "breast-cancer"
+MODEL_VERSION = "1"
+SEED = 20240611
+N_TREES = 50
+# The API's bulk limit: one request per thousand predictions.
+BATCH_SIZE = 1000
+# Nothing in this dataset is personal data; one feature is flagged to show what
+# reviewers see of a sensitive feature (its attribution folded into one row).
+SENSITIVE_FEATURE = "mean_texture"
+# Where the request came from, drawn with a fixed seed; "referral" trips a risk rule.
+CHANNELS = ("clinic", "screening", "referral")
+CHANNEL_WEIGHTS = (0.6, 0.3, 0.1)
+SERVER_URL = "http://127.0.0.1:8000"
+
+DEMO_ACCOUNTS: tuple[tuple[str, Role], ...] = (
+    ("demo-admin", Role.ADMIN),
+    ("demo-producer", Role.PRODUCER),
+    ("demo-reviewer", Role.REVIEWER),
+    ("demo-manager", Role.ESCALATION_MANAGER),
+    ("demo-pipeline", Role.PIPELINE),
+)
+
+ROUTING: dict[str, Any] = {
+    "min_confidence": 0.9,
+    "risk_rules": [
+        {"field": "features.mean_radius", "op": ">=", "value": 20.0, "reason": "large_tumour"},
+        {"field": "context.channel", "op": "==", "value": "referral", "reason": "referral"},
+    ],
+    "audit_rate": 0.05,
+    "sla": {"default": "PT4H", "large_tumour": "PT1H"},
+    "queue": "default",
+}
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    username: str
+    role: str
+    password: str
+    token: str
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted booster and the data it scores: ``positive[i]`` is P(labels[1]) for row i."""
+
+    booster: lightgbm.Booster
+    feature_names: list[str]
+    labels: list[str]
+    rows: np.ndarray
+    positive: np.ndarray
+
+    @property
+    def artifact(self) -> bytes:
+        """The LightGBM text model, as the registry stores it."""
+        return self.booster.model_to_string().encode()
+
+
+@dataclass
+class IntakeSummary:
+    """What the intake API answered, added up over every bulk request."""
+
+    requests: int = 0
+    created: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    routed: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    error_samples: list[str] = field(default_factory=list)
+
+    def add(self, body: dict[str, Any]) -> None:
+        self.requests += 1
+        self.created += body["created"]
+        self.duplicates += body["duplicates"]
+        self.errors += body["errors"]
+        for result in body["results"]:
+            if "error" in result:
+                if len(self.error_samples) < 5:
+                    error = result["error"]
+                    self.error_samples.append(
+                        f"{error['code']}: {error['message']} {error['details']}"
+                    )
+            elif result["routed"]:
+                self.routed += 1
+                self.reasons.update(result["reasons"])
+
+
+def accounts_create() -> list[DemoAccount]:
+    """One account per role, each with a fresh random password and its API token.
+
+    Passwords are random rather than well known because the demo server answers anyone
+    who can reach the machine; they are printed, and replaced on every run.
+    """
+    accounts = []
+    for username, role in DEMO_ACCOUNTS:
+        password = secrets.token_urlsafe(12)
+        user = account_upsert(username=username, roles=[role], password=password)
+        accounts.append(
+            DemoAccount(
+                username=username,
+                role=str(role),
+                password=password,
+                token=account_token(user=user),
+            )
+        )
+    return accounts
+
+
+def model_train() -> TrainedModel:
+    """A small LightGBM binary classifier on scikit-learn's bundled breast cancer data.
+
+    Deterministic: fixed seed, one thread, LightGBM's deterministic mode.
+    """
+    dataset = load_breast_cancer()
+    # LightGBM replaces whitespace in feature names; routing field paths exclude it too.
+    feature_names = [str(name).replace(" ", "_") for name in dataset.feature_names]
+    train_set = lightgbm.Dataset(dataset.data, label=dataset.target, feature_name=feature_names)
+    params = {
+        "objective": "binary",
+        "num_leaves": 15,
+        "learning_rate": 0.1,
+        "seed": SEED,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 1,
+        "verbose": -1,
+    }
+    booster = lightgbm.train(params, train_set, num_boost_round=N_TREES)
+    return TrainedModel(
+        booster=booster,
+        feature_names=feature_names,
+        # The binary objective scores class 1, so target_names is the output order.
+        labels=[str(name) for name in dataset.target_names],
+        rows=dataset.data,
+        positive=np.asarray(booster.predict(dataset.data)),
+    )
+
+
+def model_spec(trained: TrainedModel) -> dict[str, Any]:
+    """The registration body: the contract's spec, with the model file base64-encoded."""
+    return {
+        "name": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "task": "binary_classification",
+        "labels": trained.labels,
+        "features": [
+            {"name": name, "type": "numeric", "sensitive": name == SENSITIVE_FEATURE}
+            for name in trained.feature_names
+        ],
+        "explainer": {"kind": "lightgbm"},
+        "routing": ROUTING,
+        "artifact": base64.b64encode(trained.artifact).decode("ascii"),
+    }
+
+
+def api_client(*, token: str) -> APIClient:
+    """An in-process API client that authenticates with ``token``.
+
+    It sends a Host header the settings allow, as a browser or model server would.
+    """
+    host = next(iter(settings.ALLOWED_HOSTS), "localhost")
+    client = APIClient(HTTP_HOST="localhost" if host == "*" else host.lstrip("."))
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+def _failure(action: str, response: Any) -> CommandError:
+    return CommandError(
+        f"{action} failed: HTTP {response.status_code}: {response.content.decode()[:2000]}"
+    )
+
+
+def model_register(*, client: APIClient, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Register the model; if that version exists already (409), fetch it instead.
+
+    Returns the registry's answer and whether this run created it.
+    """
+    response = client.post("/api/v1/models/", spec, format="json")
+    if response.status_code == 201:
+        return response.json(), True
+    if response.status_code == 409:
+        existing = client.get(f"/api/v1/models/{spec['name']}:{spec['version']}/")
+        if existing.status_code == 200:
+            return existing.json(), False
+        raise _failure("fetching the registered model", existing)
+    raise _failure("registering the model", response)
+
+
+def prediction_items(*, trained: TrainedModel, model_ref: str) -> list[dict[str, Any]]:
+    """One prediction per dataset row, as a model server would send it.
+
+    Probabilities are ``[1 - p, p]`` unrounded, so they sum to 1 to within float error.
+    """
+    channels = np.random.default_rng(SEED).choice(
+        CHANNELS, size=len(trained.rows), p=CHANNEL_WEIGHTS
+    )
+    negative, positive = trained.labels
+    items = []
+    for index, (row, p) in enumerate(zip(trained.rows, trained.positive, strict=True)):
+        p = float(p)
+        items.append(
+            {
+                "model": model_ref,
+                "external_id": f"bc-{index:04d}",
+                "features": dict(zip(trained.feature_names, map(float, row), strict=True)),
+                "prediction": {
+                    "label": positive if p > 0.5 else negative,
+                    "probabilities": {negative: 1.0 - p, positive: p},
+                },
+                "context": {"channel": str(channels[index])},
+            }
+        )
+    return items
+
+
+def predictions_send(*, client: APIClient, items: Sequence[dict[str, Any]]) -> IntakeSummary:
+    """Send ``items`` through the bulk intake API, a thousand per request."""
+    summary = IntakeSummary()
+    for start in range(0, len(items), BATCH_SIZE):
+        batch = list(items[start : start + BATCH_SIZE])
+        response = client.post("/api/v1/predictions/", {"items": batch}, format="json")
+        if response.status_code != 200:
+            raise _failure("sending predictions", response)
+        summary.add(response.json())
+    return summary
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with left-aligned columns."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [headers, ["-" * width for width in widths], *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+class Command(BaseCommand):
+    help = (
+        "Set up the demo: one account per role, a LightGBM model registered through the "
+        "API, and the breast cancer dataset sent as predictions. Safe to run again."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        accounts = accounts_create()
+        self._print_accounts(accounts)
+        tokens = {account.role: account.token for account in accounts}
+
+        trained = model_train()
+        model, created = model_register(
+            client=api_client(token=tokens[Role.ADMIN]), spec=model_spec(trained)
+        )
+        self._print_model(model, created=created, trained=trained)
+
+        items = prediction_items(trained=trained, model_ref=model["ref"])
+        summary = predictions_send(client=api_client(token=tokens[Role.PRODUCER]), items=items)
+        self._print_intake(summary, sent=len(items))
+
+        self.stdout.write("")
+        self.stdout.write(self.style.SUCCESS(f"Open {SERVER_URL}/"))
+        self.stdout.write(f"API docs: {SERVER_URL}/api/docs/")
+        self.stdout.write(f"Admin:    {SERVER_URL}/admin/ (log in as demo-admin)")
+
+    def _heading(self, text: str) -> None:
+        self.stdout.write("")
+        self.stdout.write(self.style.MIGRATE_HEADING(text))
+
+    def _print_accounts(self, accounts: Sequence[DemoAccount]) -> None:
+        self._heading("Demo accounts (passwords are new on every run; tokens stay)")
+        rows = [[a.username, a.role, a.password, a.token] for a in accounts]
+        self.stdout.write(format_table(["username", "role", "password", "API token"], rows))
+
+    def _print_model(self, model: dict[str, Any], *, created: bool, trained: TrainedModel) -> None:
+        self._heading("Model")
+        verb = "registered" if created else "already registered, reused"
+        self.stdout.write(
+            f"{model['ref']} (id {model['id']}) {verb}: LightGBM, {N_TREES} trees, "
+            f"{len(model['features'])} numeric features, labels {', '.join(model['labels'])}; "
+            f"routed items go to queue {model['queue']!r}"
+        )
+        if model["artifact_sha256"] != hashlib.sha256(trained.artifact).hexdigest():
+            self.stdout.write(
+                self.style.WARNING(
+                    "The registered model file differs from the one trained now (another "
+                    "LightGBM version?); predictions whose probabilities changed will be "
+                    "refused as conflicting duplicates."
+                )
+            )
+
+    def _print_intake(self, summary: IntakeSummary, *, sent: int) -> None:
+        self._heading("Predictions")
+        self.stdout.write(
+            f"sent {sent} in {summary.requests} request(s): created {summary.created}, "
+            f"duplicates {summary.duplicates}, errors {summary.errors}"
+        )
+        accepted = sent - summary.errors - summary.routed
+        self.stdout.write(f"routed to review {summary.routed}, auto-accepted {accepted}")
+        reasons = ", ".join(f"{reason} {n}" for reason, n in summary.reasons.most_common())
+        self.stdout.write(f"reasons: {reasons or 'none'}")
+        for sample in summary.error_samples:
+            self.stdout.write(self.style.ERROR(f"error: {sample}"))
