@@ -8,6 +8,7 @@ from apps.core.views import healthz, metrics
 api_v1 = [
     path("", include("apps.registry.urls")),
     path("", include("apps.predictions.urls")),
+    path("", include("apps.reviews.urls")),
 ]
 
 urlpatterns = [

@@ -84,3 +84,20 @@ def registered_model(admin_client):
     response = admin_client.post("/api/v1/models/", model_spec(), format="json")
     assert response.status_code == 201, response.content
     return response.json()
+
+
+@pytest.fixture
+def routed_items(producer_client, registered_model, django_capture_on_commit_callbacks):
+    """Make ``n`` routed, claimable items; returns their ids in creation order."""
+
+    def make(n: int, *, prefix: str = "item", **overrides) -> list[int]:
+        items = [
+            prediction_body(f"{prefix}-{i}", context={"amount": 20000}, **overrides)
+            for i in range(n)
+        ]
+        with django_capture_on_commit_callbacks(execute=True):
+            r = producer_client.post("/api/v1/predictions/", {"items": items}, format="json")
+        assert r.status_code == 200, r.content
+        return [a["review_item"] for a in r.json()["results"]]
+
+    return make

@@ -6,7 +6,7 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from apps.reviews.services import queue_get_or_create
+from apps.reviews.services.queues import queue_get_or_create
 
 from .roles import GROUP_ROLES, Role
 

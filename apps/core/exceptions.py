@@ -77,6 +77,21 @@ _DRF_CODES = {
 }
 
 
+def flatten_errors(detail: Any, prefix: str = "") -> dict[str, str]:
+    """DRF's nested error detail as ``{"dotted.path": "first message"}``."""
+    if isinstance(detail, dict):
+        flat: dict[str, str] = {}
+        for key, value in detail.items():
+            flat.update(flatten_errors(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    if isinstance(detail, list) and detail and all(isinstance(d, dict | list) for d in detail):
+        flat = {}
+        for i, value in enumerate(detail):
+            flat.update(flatten_errors(value, f"{prefix}.{i}" if prefix else str(i)))
+        return flat
+    return {prefix or "non_field_errors": _message(detail)}
+
+
 def _message(detail: Any) -> str:
     if isinstance(detail, list | tuple) and detail:
         return _message(detail[0])
@@ -97,8 +112,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
     if isinstance(exc, exceptions.ValidationError):
-        details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        response.data = error_body("invalid", "Invalid input.", details)
+        response.data = error_body("invalid", "Invalid input.", flatten_errors(exc.detail))
         return response
     code = next((c for cls, (c, _) in _DRF_CODES.items() if isinstance(exc, cls)), None)
     response.data = error_body(code or exc.default_code, _message(exc.detail))

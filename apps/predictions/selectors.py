@@ -28,15 +28,19 @@ def prediction_status(prediction: Prediction) -> str:
 
 
 def prediction_final(prediction: Prediction) -> dict[str, Any] | None:
-    """The final decision: the model's for an auto-accepted prediction."""
+    """The final decision: the model's for an auto-accepted prediction, the human one
+    once a routed prediction is decided, None before."""
     if not prediction.routed:
         return {"label": prediction.label, "source": "model", "decided_at": prediction.created_at}
-    return None
+    decision = getattr(prediction.review_item, "decision", None)
+    if decision is None:
+        return None
+    return {"label": decision.label, "source": decision.source, "decided_at": decision.decided_at}
 
 
 def predictions_visible_to(*, user) -> QuerySet[Prediction]:
     """Admins see every prediction; a producer sees the ones it sent."""
-    qs = Prediction.objects.select_related("model_version", "review_item")
+    qs = Prediction.objects.select_related("model_version", "review_item__decision")
     if Role.ADMIN in user_roles(user):
         return qs
     return qs.filter(producer=user)

@@ -53,3 +53,22 @@ class ModelVersion(models.Model):
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
+
+
+class ReasonCode(models.Model):
+    """A reason a reviewer may give for overriding a model's label, per model name
+    (shared by its versions); managed by admins in the Django admin."""
+
+    model_name = models.CharField(max_length=100)
+    code = models.SlugField(max_length=64)
+    description = models.CharField(max_length=200, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["model_name", "code"]
+        constraints = [
+            models.UniqueConstraint(fields=["model_name", "code"], name="reasoncode_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name}: {self.code}"

@@ -5,7 +5,7 @@ import hashlib
 from django.db import IntegrityError, transaction
 
 from apps.core.exceptions import Conflict
-from apps.reviews.services import queue_get_or_create
+from apps.reviews.services.queues import queue_get_or_create
 
 from .models import ModelVersion
 from .spec import ModelSpec

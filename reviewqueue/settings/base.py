@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "apps.registry",
     "apps.predictions",
     "apps.reviews",
+    "apps.audit",
 ]
 
 MIDDLEWARE = [
@@ -154,8 +155,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
+# Periodic work (celery beat). PostgreSQL holds the state; these only move it on.
+CELERY_BEAT_SCHEDULE = {
+    "expire-leases": {"task": "reviews.expire_leases", "schedule": 15.0},
+    "escalate-sla-breaches": {"task": "reviews.escalate_sla_breaches", "schedule": 30.0},
+}
+
 # Review workflow tunables.
 REVIEW_LEASE_SECONDS = env.int("REVIEW_LEASE_SECONDS", default=600)
+# The expiry that escalates an item (repeated_abandonment) instead of requeueing it.
+REVIEW_MAX_LEASE_EXPIRIES = env.int("REVIEW_MAX_LEASE_EXPIRIES", default=5)
 REVIEW_DEFAULT_SLA_SECONDS = env.int("REVIEW_DEFAULT_SLA_SECONDS", default=24 * 3600)
 REVIEW_BULK_MAX_ITEMS = 1000
 # When set, /metrics asks for "Authorization: Bearer <token>".

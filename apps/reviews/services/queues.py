@@ -2,7 +2,7 @@
 
 from django.utils import timezone
 
-from .models import ItemStatus, Queue, ReviewItem
+from apps.reviews.models import ItemStatus, Queue, ReviewItem
 
 
 def queue_get_or_create(*, name: str) -> Queue:

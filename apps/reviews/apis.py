@@ -1,0 +1,319 @@
+"""The review queue and escalation endpoints: one thin view per operation."""
+
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.accounts.roles import Role, role_permission
+from apps.audit.models import Action
+from apps.audit.services import Event, audit_record
+from apps.core.exceptions import ValidationFailed, flatten_errors
+from apps.core.pagination import ResultsCursorPagination
+
+from . import selectors
+from .models import Escalation, ItemStatus, ReviewItem
+from .services import decisions, escalations, leases
+
+CanReview = role_permission(Role.REVIEWER, Role.ESCALATION_MANAGER)
+CanManage = role_permission(Role.ESCALATION_MANAGER)
+
+
+def public_features(item: ReviewItem) -> dict:
+    """The prediction's features without the sensitive ones: reviewers never see them."""
+    sensitive = {f["name"] for f in item.prediction.model_version.features if f["sensitive"]}
+    return {k: v for k, v in item.prediction.features.items() if k not in sensitive}
+
+
+def prediction_view(item: ReviewItem) -> dict:
+    p = item.prediction
+    return {
+        "id": p.id,
+        "external_id": p.external_id,
+        "model": p.model_version.ref,
+        "features": public_features(item),
+        "context": p.context,
+        "prediction": {"label": p.label, "probabilities": p.probabilities},
+        "created_at": p.created_at,
+    }
+
+
+class LeaseSerializer(serializers.Serializer):
+    token = serializers.UUIDField()
+    expires_at = serializers.DateTimeField()
+
+
+class ItemOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=ItemStatus.values)
+    queue = serializers.CharField(source="queue.name")
+    prediction = serializers.SerializerMethodField()
+    reasons = serializers.ListField(child=serializers.CharField())
+    due_at = serializers.DateTimeField()
+    priority = serializers.FloatField()
+    lease = serializers.SerializerMethodField()
+    explanation = serializers.SerializerMethodField()
+    explanation_status = serializers.CharField()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_prediction(self, item) -> dict:
+        return prediction_view(item)
+
+    @extend_schema_field(LeaseSerializer(allow_null=True))
+    def get_lease(self, item) -> dict | None:
+        if item.status != ItemStatus.LEASED or item.lease_token is None:
+            return None
+        return LeaseSerializer(
+            {"token": item.lease_token, "expires_at": item.lease_expires_at}
+        ).data
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_explanation(self, item) -> dict | None:
+        return None
+
+
+class EscalationOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    item = serializers.IntegerField(source="item_id")
+    prediction = serializers.SerializerMethodField()
+    reason = serializers.CharField()
+    comment = serializers.CharField()
+    raised_by = serializers.SerializerMethodField()
+    raised_at = serializers.DateTimeField()
+    status = serializers.CharField()
+    lateness_seconds = serializers.FloatField()
+    lease = serializers.SerializerMethodField()
+    closed_at = serializers.DateTimeField(allow_null=True)
+    closing_comment = serializers.CharField()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_prediction(self, escalation) -> dict:
+        return prediction_view(escalation.item)
+
+    def get_raised_by(self, escalation) -> str | None:
+        return escalation.raised_by.get_username() if escalation.raised_by else None
+
+    @extend_schema_field(LeaseSerializer(allow_null=True))
+    def get_lease(self, escalation) -> dict | None:
+        request = self.context.get("request")
+        if escalation.lease_token is None or request is None:
+            return None
+        if escalation.claimed_by_id != request.user.id:
+            return None
+        return LeaseSerializer(
+            {"token": escalation.lease_token, "expires_at": escalation.lease_expires_at}
+        ).data
+
+
+class QueueApi(APIView):
+    """Base for queue endpoints: refusals of authenticated callers are audited."""
+
+    permission_classes = [CanReview]
+
+    def permission_denied(self, request, message=None, code=None):
+        if request.user and request.user.is_authenticated:
+            audit_record(
+                event=Event(
+                    Action.DENIED,
+                    request.user,
+                    data={"method": request.method, "path": request.path},
+                ),
+                at=timezone.now(),
+            )
+        super().permission_denied(request, message=message, code=code)
+
+
+def _item_response(item_id: int) -> Response:
+    return Response(ItemOutputSerializer(selectors.review_item_for_output(item_id=item_id)).data)
+
+
+class ClaimInputSerializer(serializers.Serializer):
+    queue = serializers.CharField(required=False, max_length=100)
+
+
+class QueueClaimApi(QueueApi):
+    @extend_schema(
+        operation_id="queue_claim",
+        request=ClaimInputSerializer,
+        responses={200: ItemOutputSerializer, 204: None},
+    )
+    def post(self, request):
+        data = _validated(ClaimInputSerializer, request.data or {})
+        item = leases.review_item_claim(user=request.user, queue=data.get("queue"))
+        if item is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return _item_response(item.id)
+
+
+class TokenInputSerializer(serializers.Serializer):
+    lease_token = serializers.CharField(max_length=100)
+
+
+def _validated(serializer_class, data) -> dict:
+    if not isinstance(data, dict):
+        raise ValidationFailed("The body must be a JSON object.")
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        raise ValidationFailed("Invalid input.", details=flatten_errors(serializer.errors))
+    return serializer.validated_data
+
+
+class ReviewHeartbeatApi(QueueApi):
+    @extend_schema(
+        operation_id="reviews_heartbeat",
+        request=TokenInputSerializer,
+        responses=ItemOutputSerializer,
+    )
+    def post(self, request, item_id: int):
+        data = _validated(TokenInputSerializer, request.data)
+        leases.review_item_heartbeat(user=request.user, item_id=item_id, token=data["lease_token"])
+        return _item_response(item_id)
+
+
+class ReviewReleaseApi(QueueApi):
+    @extend_schema(
+        operation_id="reviews_release", request=TokenInputSerializer, responses=ItemOutputSerializer
+    )
+    def post(self, request, item_id: int):
+        data = _validated(TokenInputSerializer, request.data)
+        leases.review_item_release(user=request.user, item_id=item_id, token=data["lease_token"])
+        return _item_response(item_id)
+
+
+class DecideInputSerializer(TokenInputSerializer):
+    label = serializers.CharField(max_length=200)
+    reason_code = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+
+
+class ReviewDecideApi(QueueApi):
+    @extend_schema(
+        operation_id="reviews_decide", request=DecideInputSerializer, responses=ItemOutputSerializer
+    )
+    def post(self, request, item_id: int):
+        data = _validated(DecideInputSerializer, request.data)
+        decisions.review_item_decide(
+            user=request.user,
+            item_id=item_id,
+            token=data["lease_token"],
+            label=data["label"],
+            reason_code=data.get("reason_code"),
+            comment=data.get("comment"),
+        )
+        return _item_response(item_id)
+
+
+class EscalateInputSerializer(TokenInputSerializer):
+    reason = serializers.CharField(max_length=64)
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+
+
+class ReviewEscalateApi(QueueApi):
+    @extend_schema(
+        operation_id="reviews_escalate",
+        request=EscalateInputSerializer,
+        responses=ItemOutputSerializer,
+    )
+    def post(self, request, item_id: int):
+        data = _validated(EscalateInputSerializer, request.data)
+        decisions.review_item_escalate(
+            user=request.user,
+            item_id=item_id,
+            token=data["lease_token"],
+            reason=data["reason"],
+            comment=data.get("comment"),
+        )
+        return _item_response(item_id)
+
+
+class EscalationApi(QueueApi):
+    permission_classes = [CanManage]
+
+
+def _escalation_response(request, escalation: Escalation) -> Response:
+    return Response(EscalationOutputSerializer(escalation, context={"request": request}).data)
+
+
+class EscalationListApi(EscalationApi):
+    @extend_schema(
+        operation_id="escalations_list",
+        parameters=[
+            OpenApiParameter("status", OpenApiTypes.STR, enum=selectors.ESCALATION_STATUSES),
+            OpenApiParameter("cursor", OpenApiTypes.STR),
+        ],
+        responses=EscalationOutputSerializer(many=True),
+    )
+    def get(self, request):
+        wanted = request.query_params.get("status")
+        if wanted is not None and wanted not in selectors.ESCALATION_STATUSES:
+            raise ValidationFailed(
+                "Unknown status.",
+                details={"status": f"must be one of {selectors.ESCALATION_STATUSES!r}"},
+            )
+        paginator = EscalationPagination()
+        page = paginator.paginate_queryset(
+            selectors.escalation_list(user=request.user, status=wanted), request, view=self
+        )
+        data = EscalationOutputSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+
+class EscalationPagination(ResultsCursorPagination):
+    ordering = ("raised_at", "id")
+
+
+class EscalationClaimApi(EscalationApi):
+    @extend_schema(
+        operation_id="escalations_claim", request=None, responses=EscalationOutputSerializer
+    )
+    def post(self, request, escalation_id: int):
+        escalation = escalations.escalation_claim(user=request.user, escalation_id=escalation_id)
+        return _escalation_response(request, escalation)
+
+
+class ResolveInputSerializer(serializers.Serializer):
+    label = serializers.CharField(max_length=200)
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    lease_token = serializers.CharField(required=False, max_length=100)
+
+
+class EscalationResolveApi(EscalationApi):
+    @extend_schema(
+        operation_id="escalations_resolve",
+        request=ResolveInputSerializer,
+        responses=EscalationOutputSerializer,
+    )
+    def post(self, request, escalation_id: int):
+        data = _validated(ResolveInputSerializer, request.data)
+        escalation = escalations.escalation_resolve(
+            user=request.user,
+            escalation_id=escalation_id,
+            label=data["label"],
+            comment=data.get("comment"),
+            token=data.get("lease_token"),
+        )
+        return _escalation_response(request, escalation)
+
+
+class ReturnInputSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    lease_token = serializers.CharField(required=False, max_length=100)
+
+
+class EscalationReturnApi(EscalationApi):
+    @extend_schema(
+        operation_id="escalations_return",
+        request=ReturnInputSerializer,
+        responses=EscalationOutputSerializer,
+    )
+    def post(self, request, escalation_id: int):
+        data = _validated(ReturnInputSerializer, request.data)
+        escalation = escalations.escalation_return(
+            user=request.user,
+            escalation_id=escalation_id,
+            comment=data.get("comment"),
+            token=data.get("lease_token"),
+        )
+        return _escalation_response(request, escalation)

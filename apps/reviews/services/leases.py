@@ -1,0 +1,255 @@
+"""Leases on review items: claim, heartbeat, release, and expiry.
+
+The claim policy (docs/claim_policy.md):
+- A claim leases the ready item of the caller's queues that is due first (then the
+  riskiest, then the oldest), in one statement: ``SELECT ... ORDER BY ... LIMIT 1 FOR
+  UPDATE SKIP LOCKED`` inside an ``UPDATE ... RETURNING``, served by the partial index
+  ``reviewitem_claim_idx``. Concurrent claimers skip each other's rows, so no item is
+  handed to two people.
+- A lease is a random token and an expiry. Every later write presents the token and is
+  a compare-and-set on (status, token, holder, expiry in the future); zero rows updated
+  is a 409 that changed nothing.
+- A caller who already holds a live lease gets that item back, lease renewed: a
+  reviewer holds at most one item (a partial unique index says so).
+- Expired leases return their items to the queue, at claim time and from a periodic
+  task; the fifth expiry of one item escalates it (``repeated_abandonment``) instead.
+Times come from the application clock (``timezone.now``), never the database's, so
+tests control them.
+"""
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from apps.audit.models import Action
+from apps.audit.services import Event, audit_append
+from apps.core.exceptions import Conflict, NotFound
+from apps.reviews.models import (
+    Escalation,
+    EscalationStatus,
+    ItemStatus,
+    Queue,
+    ReviewItem,
+)
+from apps.reviews.scope import in_scope, queue_scope
+
+REPEATED_ABANDONMENT = "repeated_abandonment"
+EXPIRY_BATCH = 500
+
+_CLEARED_LEASE = {"lease_token": None, "leased_by": None, "lease_expires_at": None}
+
+
+def lease_lost(item_id: int) -> Conflict:
+    return Conflict(
+        f"The lease on item {item_id} is not yours or has expired; claim again.",
+        code="lease_lost",
+    )
+
+
+def parse_token(token: object) -> uuid.UUID | None:
+    """The lease token as a UUID; None when it cannot be one (so it matches nothing)."""
+    try:
+        return uuid.UUID(str(token))
+    except ValueError:
+        return None
+
+
+def review_item_visible(*, user, item_id: int) -> ReviewItem:
+    """The item, if it lies in the caller's queues; NotFound otherwise."""
+    item = (
+        ReviewItem.objects.select_related("prediction__model_version", "queue")
+        .filter(in_scope(user), id=item_id)
+        .first()
+        if 0 < item_id < 2**63
+        else None
+    )
+    if item is None:
+        raise NotFound(f"No review item {item_id}.", code="item_not_found")
+    return item
+
+
+def live_lease(*, user, item_id: int, token: object, now: datetime) -> Q:
+    """The compare-and-set condition for a write under the caller's live lease."""
+    return Q(
+        id=item_id,
+        status=ItemStatus.LEASED,
+        lease_token=parse_token(token),
+        leased_by=user,
+        lease_expires_at__gt=now,
+    )
+
+
+def _claim_scope(user, queue: str | None) -> frozenset[int] | None:
+    scope = queue_scope(user)
+    if queue is None:
+        return scope
+    found = Queue.objects.filter(name=queue).values_list("id", flat=True).first()
+    if found is None or (scope is not None and found not in scope):
+        raise NotFound(f"No queue {queue!r} of yours.", code="queue_not_found")
+    return frozenset({found})
+
+
+def _claim_sql(n_queues: int | None) -> str:
+    """One statement: pick the first ready item in order, skip locked ones, lease it."""
+    qn = connection.ops.quote_name
+    table = qn(ReviewItem._meta.db_table)
+    scope = "" if n_queues is None else f"AND queue_id IN ({', '.join(['%s'] * n_queues)})"
+    lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    return (
+        f"UPDATE {table} SET status = %s, lease_token = %s, leased_by_id = %s, "  # noqa: S608
+        f"lease_expires_at = %s, updated_at = %s "
+        f"WHERE id = (SELECT id FROM {table} WHERE status = %s {scope} "
+        f"ORDER BY due_at, priority DESC, id LIMIT 1 {lock}) "
+        f"RETURNING id, prediction_id"
+    )
+
+
+def review_item_claim(*, user, queue: str | None = None) -> ReviewItem | None:
+    """Lease the highest-priority ready item of the caller's queues; None when none is.
+
+    A caller who holds a live lease gets that item back with the lease renewed.
+    One short transaction; the claimed row is locked only by its own UPDATE.
+    """
+    scope = _claim_scope(user, queue)
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
+    with transaction.atomic():
+        # Expired leases in the caller's queues, and the caller's own anywhere.
+        mine = None if queue_scope(user) is None else in_scope(user) | Q(leased_by=user)
+        review_items_expire_leases(now=now, condition=mine)
+        renewed = ReviewItem.objects.filter(
+            leased_by=user, status=ItemStatus.LEASED, lease_expires_at__gt=now
+        ).update(lease_expires_at=expires_at, updated_at=now)
+        if renewed:
+            return ReviewItem.objects.get(leased_by=user, status=ItemStatus.LEASED)
+        token = uuid.uuid4()
+        params = [ItemStatus.LEASED, token, user.id, expires_at, now, ItemStatus.READY]
+        params += sorted(scope) if scope is not None else []
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(_claim_sql(None if scope is None else len(scope)), params)
+                row = cursor.fetchone()
+        except IntegrityError:
+            # The same reviewer claimed twice at once: the other claim won; hand that back.
+            return ReviewItem.objects.filter(leased_by=user, status=ItemStatus.LEASED).first()
+        if row is None:
+            return None
+        item_id, prediction_id = row
+        audit_append(
+            events=[
+                Event(
+                    Action.CLAIMED,
+                    user,
+                    item_id,
+                    prediction_id,
+                    {"lease_expires_at": expires_at.isoformat()},
+                )
+            ],
+            at=now,
+        )
+    return ReviewItem.objects.get(id=item_id)
+
+
+def review_item_heartbeat(*, user, item_id: int, token: object) -> ReviewItem:
+    """Extend the caller's live lease; 409 if it is lost or expired."""
+    item = review_item_visible(user=user, item_id=item_id)
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
+    updated = ReviewItem.objects.filter(
+        live_lease(user=user, item_id=item_id, token=token, now=now)
+    ).update(lease_expires_at=expires_at, updated_at=now)
+    if not updated:
+        raise lease_lost(item_id)
+    item.lease_expires_at = expires_at
+    return item
+
+
+def review_item_release(*, user, item_id: int, token: object) -> ReviewItem:
+    """Give the item back to the queue unchanged; 409 if the lease is lost."""
+    item = review_item_visible(user=user, item_id=item_id)
+    now = timezone.now()
+    with transaction.atomic():
+        updated = ReviewItem.objects.filter(
+            live_lease(user=user, item_id=item_id, token=token, now=now)
+        ).update(status=ItemStatus.READY, updated_at=now, **_CLEARED_LEASE)
+        if not updated:
+            raise lease_lost(item_id)
+        audit_append(events=[Event(Action.RELEASED, user, item_id, item.prediction_id)], at=now)
+    item.status = ItemStatus.READY
+    item.lease_token = item.leased_by = item.lease_expires_at = None
+    return item
+
+
+def review_items_expire_leases(*, now: datetime, condition: Q | None = None) -> int:
+    """Return items whose lease expired to the queue; the number handled.
+
+    An item whose lease has now expired REVIEW_MAX_LEASE_EXPIRIES times is escalated
+    (``repeated_abandonment``) instead of being handed out forever. Locks the expired
+    rows it takes (skipping rows another transaction holds); runs in the caller's
+    transaction if there is one. Idempotent: a second run finds nothing left.
+    """
+    with transaction.atomic():
+        rows = list(
+            ReviewItem.objects.select_for_update(skip_locked=True)
+            .filter(condition or Q(), status=ItemStatus.LEASED, lease_expires_at__lte=now)
+            .order_by("id")
+            .values("id", "prediction_id", "leased_by_id", "lease_expiries", "due_at")[
+                :EXPIRY_BATCH
+            ]
+        )
+        if not rows:
+            return 0
+        limit = settings.REVIEW_MAX_LEASE_EXPIRIES
+        abandoned = [r for r in rows if r["lease_expiries"] + 1 >= limit]
+        returned = [r for r in rows if r["lease_expiries"] + 1 < limit]
+        ReviewItem.objects.filter(id__in=[r["id"] for r in returned]).update(
+            status=ItemStatus.READY,
+            lease_expiries=F("lease_expiries") + 1,
+            updated_at=now,
+            **_CLEARED_LEASE,
+        )
+        ReviewItem.objects.filter(id__in=[r["id"] for r in abandoned]).update(
+            status=ItemStatus.ESCALATED,
+            lease_expiries=F("lease_expiries") + 1,
+            updated_at=now,
+            **_CLEARED_LEASE,
+        )
+        Escalation.objects.bulk_create(
+            [
+                Escalation(
+                    item_id=r["id"],
+                    reason=REPEATED_ABANDONMENT,
+                    raised_at=now,
+                    lateness_seconds=max(0.0, (now - r["due_at"]).total_seconds()),
+                    status=EscalationStatus.OPEN,
+                    comment=f"The lease expired {limit} times without a decision.",
+                )
+                for r in abandoned
+            ]
+        )
+        events = [
+            Event(
+                Action.LEASE_EXPIRED,
+                None,
+                r["id"],
+                r["prediction_id"],
+                {"holder_id": r["leased_by_id"], "expiries": r["lease_expiries"] + 1},
+            )
+            for r in rows
+        ]
+        events += [
+            Event(
+                Action.ESCALATED,
+                None,
+                r["id"],
+                r["prediction_id"],
+                {"reason": REPEATED_ABANDONMENT},
+            )
+            for r in abandoned
+        ]
+        audit_append(events=events, at=now)
+    return len(rows)
