@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import ModelVersion
+from .models import ModelVersion, ReasonCode
 
 
 @admin.register(ModelVersion)
@@ -21,3 +21,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ReasonCode)
+class ReasonCodeAdmin(admin.ModelAdmin):
+    """The override reasons reviewers choose from, per model name."""
+
+    list_display = ("model_name", "code", "description", "active")
+    list_filter = ("active", "model_name")
+    search_fields = ("model_name", "code")

@@ -14,7 +14,7 @@ from apps.core.exceptions import ValidationFailed
 from apps.core.pagination import ResultsCursorPagination
 from apps.core.parsers import JSONParser
 
-from .selectors import model_version_get, model_version_list
+from .selectors import model_version_get, model_version_list, reason_codes_by_model
 from .services import model_version_register
 from .spec import SpecError, validate_spec
 
@@ -35,7 +35,19 @@ class ModelOutputSerializer(serializers.Serializer):
     routing = serializers.JSONField()
     queue = serializers.CharField(source="queue.name")
     artifact_sha256 = serializers.CharField()
+    reason_codes = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
+
+    def get_reason_codes(self, version) -> list[str]:
+        """The override reason codes of the model (by name, shared across versions)."""
+        return self.context["reason_codes"].get(version.name, [])
+
+
+def _output(versions, *, many: bool = False) -> dict | list:
+    names = {v.name for v in versions} if many else {versions.name}
+    return ModelOutputSerializer(
+        versions, many=many, context={"reason_codes": reason_codes_by_model(names=names)}
+    ).data
 
 
 def _parse_registration(request) -> tuple[dict, bytes | None]:
@@ -86,7 +98,7 @@ class ModelListCreateApi(APIView):
     def get(self, request):
         paginator = ResultsCursorPagination()
         page = paginator.paginate_queryset(model_version_list(), request, view=self)
-        return paginator.get_paginated_response(ModelOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(_output(page, many=True))
 
     @extend_schema(
         operation_id="models_create",
@@ -106,7 +118,7 @@ class ModelListCreateApi(APIView):
         except SpecError as exc:
             raise ValidationFailed("The model spec is invalid.", details=exc.details) from exc
         version = model_version_register(spec=spec, artifact=artifact, created_by=request.user)
-        return Response(ModelOutputSerializer(version).data, status=status.HTTP_201_CREATED)
+        return Response(_output(version), status=status.HTTP_201_CREATED)
 
 
 class ModelDetailApi(APIView):
@@ -114,4 +126,4 @@ class ModelDetailApi(APIView):
         operation_id="models_retrieve", parameters=[MODEL_REF], responses=ModelOutputSerializer
     )
     def get(self, request, ref: str):
-        return Response(ModelOutputSerializer(model_version_get(ref=ref)).data)
+        return Response(_output(model_version_get(ref=ref)))

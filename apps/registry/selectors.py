@@ -6,7 +6,7 @@ from django.db.models import Q, QuerySet
 
 from apps.core.exceptions import NotFound
 
-from .models import ModelVersion
+from .models import ModelVersion, ReasonCode
 
 
 def _ref_filter(ref: str) -> Q | None:
@@ -43,4 +43,13 @@ def model_versions_by_ref(*, refs: Iterable[str]) -> dict[str, ModelVersion]:
         for key in (str(version.id), version.ref):
             if key in refs:
                 found[key] = version
+    return found
+
+
+def reason_codes_by_model(*, names: Iterable[str]) -> dict[str, list[str]]:
+    """Active override reason codes by model name, in one query."""
+    found: dict[str, list[str]] = {}
+    rows = ReasonCode.objects.filter(model_name__in=set(names), active=True).order_by("code")
+    for name, code in rows.values_list("model_name", "code"):
+        found.setdefault(name, []).append(code)
     return found

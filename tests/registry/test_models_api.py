@@ -193,3 +193,21 @@ def test_unknown_models_are_404(admin_client):
         r = admin_client.get(f"{URL}{ref}/")
         assert r.status_code == 404, ref
         assert r.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_model_lists_its_active_override_reason_codes(admin_client):
+    from apps.registry.models import ReasonCode
+
+    # given reason codes for the model's name, one retired, one for another model
+    ReasonCode.objects.create(model_name="credit-default", code="stale_income")
+    ReasonCode.objects.create(model_name="credit-default", code="id_mismatch")
+    ReasonCode.objects.create(model_name="credit-default", code="old", active=False)
+    ReasonCode.objects.create(model_name="other", code="nope")
+    # when the model is registered and read
+    created = admin_client.post(URL, model_spec(), format="json").json()
+    # then it lists the active codes of its name, in both answers
+    assert created["reason_codes"] == ["id_mismatch", "stale_income"]
+    assert admin_client.get(f"{URL}{created['id']}/").json()["reason_codes"] == [
+        "id_mismatch",
+        "stale_income",
+    ]
