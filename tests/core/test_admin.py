@@ -24,6 +24,8 @@ def admin_browser(db):
         "/admin/predictions/prediction/",
         "/admin/reviews/reviewitem/",
         "/admin/auth/user/",
+        "/admin/registry/reasoncode/",
+        "/admin/registry/reasoncode/add/",
     ],
 )
 def test_admin_pages_open_for_an_admin(admin_browser, path):
