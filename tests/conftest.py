@@ -47,7 +47,7 @@ def model_spec(**overrides):
             {"name": "age", "type": "numeric", "sensitive": True},
             {"name": "homeowner", "type": "boolean"},
         ],
-        "explainer": {"kind": "precomputed", "output": "log_odds"},
+        "explainer": {"kind": "precomputed", "output": "probability"},
         "routing": {
             "min_confidence": 0.8,
             "risk_rules": [
@@ -63,19 +63,36 @@ def model_spec(**overrides):
     return spec
 
 
+def attributions_for(prediction: dict) -> dict:
+    """Precomputed attributions that add up to the predicted label's probability."""
+    p = prediction["probabilities"][prediction["label"]]
+    share = (p - 0.5) / 4
+    return {
+        "base_value": 0.5,
+        "values": {"income": 2 * share, "region": share, "age": share, "homeowner": 0.0},
+    }
+
+
 def prediction_body(external_id="app-1", *, model="credit-default:3", **overrides):
+    """A prediction for the default model spec; attributions follow the prediction
+    unless given."""
     body = {
         "model": model,
         "external_id": external_id,
         "features": {"income": 52000, "region": "n", "age": 41, "homeowner": False},
         "prediction": {"label": "approve", "probabilities": {"approve": 0.91, "deny": 0.09}},
         "context": {"amount": 500, "channel": "web"},
-        "attributions": {
-            "base_value": -0.4,
-            "values": {"income": 0.1, "region": 0.2, "age": 0.0, "homeowner": -0.1},
-        },
     }
     body.update(overrides)
+    if "attributions" not in overrides and isinstance(body["prediction"], dict):
+        try:
+            body["attributions"] = attributions_for(body["prediction"])
+        except (KeyError, TypeError):
+            body["attributions"] = attributions_for(
+                {"label": "approve", "probabilities": {"approve": 0.91}}
+            )
+    elif overrides.get("attributions", ...) is None:
+        body.pop("attributions")
     return body
 
 
@@ -101,3 +118,30 @@ def routed_items(producer_client, registered_model, django_capture_on_commit_cal
         return [a["review_item"] for a in r.json()["results"]]
 
     return make
+
+
+def train_lightgbm(n_features: int = 4, n_classes: int = 2, *, seed: int = 7, n_trees: int = 20):
+    """A small real LightGBM model and its training data (deterministic)."""
+    import lightgbm
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(400, n_features))
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
+    if n_classes > 2:
+        y = np.digitize(X[:, 0], np.quantile(X[:, 0], np.linspace(0, 1, n_classes + 1)[1:-1]))
+    params = {
+        "n_estimators": n_trees,
+        "num_leaves": 8,
+        "verbose": -1,
+        "random_state": seed,
+        "deterministic": True,
+        "n_jobs": 1,
+    }
+    model = lightgbm.LGBMClassifier(**params).fit(X, y)
+    return model.booster_, X
+
+
+def lightgbm_artifact(n_features: int = 4, n_classes: int = 2) -> bytes:
+    booster, _ = train_lightgbm(n_features, n_classes)
+    return booster.model_to_string().encode()

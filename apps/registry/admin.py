@@ -11,7 +11,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "version", "task", "queue", "created_at")
     list_filter = ("task", "name")
     search_fields = ("name", "version")
-    exclude = ("artifact",)
 
     def has_add_permission(self, request):
         return False

@@ -29,7 +29,6 @@ class ModelVersion(models.Model):
     explainer = models.JSONField(help_text="Explainer kind and its fields, artifact excluded.")
     routing = models.JSONField(help_text="The routing policy as registered.")
     queue = models.ForeignKey("reviews.Queue", on_delete=models.PROTECT, related_name="+")
-    artifact = models.BinaryField(null=True, editable=False)
     artifact_sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -53,6 +52,19 @@ class ModelVersion(models.Model):
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
+
+
+class ModelArtifact(models.Model):
+    """A model version's file, kept apart so that reading a version never drags its
+    (possibly large) bytes along; only the explainer loads it."""
+
+    model_version = models.OneToOneField(
+        ModelVersion, primary_key=True, on_delete=models.CASCADE, related_name="artifact"
+    )
+    data = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"artifact of {self.model_version_id}"
 
 
 class ReasonCode(models.Model):

@@ -19,7 +19,7 @@ def _ref_filter(ref: str) -> Q | None:
 
 
 def model_version_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.defer("artifact").select_related("queue")
+    return ModelVersion.objects.select_related("queue")
 
 
 def model_version_get(*, ref: str | int) -> ModelVersion:
@@ -39,7 +39,7 @@ def model_versions_by_ref(*, refs: Iterable[str]) -> dict[str, ModelVersion]:
         if (q := _ref_filter(ref)) is not None:
             condition |= q
     found: dict[str, ModelVersion] = {}
-    for version in ModelVersion.objects.defer("artifact").filter(condition):
+    for version in ModelVersion.objects.filter(condition):
         for key in (str(version.id), version.ref):
             if key in refs:
                 found[key] = version

@@ -4,22 +4,34 @@ import hashlib
 
 from django.db import IntegrityError, transaction
 
-from apps.core.exceptions import Conflict
+from apps.core.exceptions import Conflict, ValidationFailed
+from apps.explanations.artifacts import ArtifactError, load_model
 from apps.reviews.services.queues import queue_get_or_create
 
-from .models import ModelVersion
+from .models import ModelArtifact, ModelVersion
 from .spec import ModelSpec
 
 
 def model_version_register(*, spec: ModelSpec, artifact: bytes | None, created_by) -> ModelVersion:
     """Store a validated model version and make sure its review queue exists.
 
-    A ``name:version`` already registered is a 409: versions are immutable.
+    The artifact is loaded once to prove it (never executing code from it): a model
+    that does not load, or whose feature or class count differs from the spec, is a
+    400. A ``name:version`` already registered is a 409: versions are immutable.
     """
+    try:
+        load_model(
+            explainer=spec.explainer,
+            artifact=artifact,
+            n_features=len(spec.features),
+            labels=spec.labels,
+        )
+    except ArtifactError as exc:
+        raise ValidationFailed("The model cannot be used.", details={"artifact": str(exc)}) from exc
     queue = queue_get_or_create(name=spec.policy.queue)
     try:
         with transaction.atomic():
-            return ModelVersion.objects.create(
+            version = ModelVersion.objects.create(
                 name=spec.name,
                 version=spec.version,
                 task=spec.task,
@@ -28,10 +40,12 @@ def model_version_register(*, spec: ModelSpec, artifact: bytes | None, created_b
                 explainer=spec.explainer,
                 routing=spec.routing,
                 queue=queue,
-                artifact=artifact,
                 artifact_sha256=hashlib.sha256(artifact).hexdigest() if artifact else "",
                 created_by=created_by,
             )
+            if artifact:
+                ModelArtifact.objects.create(model_version=version, data=artifact)
+            return version
     except IntegrityError as exc:
         raise Conflict(
             f"Model {spec.name}:{spec.version} is already registered; register a new version.",

@@ -12,6 +12,7 @@ from apps.audit.models import Action
 from apps.audit.services import Event, audit_record
 from apps.core.exceptions import ValidationFailed, flatten_errors
 from apps.core.pagination import ResultsCursorPagination
+from apps.explanations.selectors import explanation_for_reviewer
 
 from . import selectors
 from .models import Escalation, ItemStatus, ReviewItem
@@ -71,7 +72,14 @@ class ItemOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_explanation(self, item) -> dict | None:
-        return None
+        explanation = getattr(item.prediction, "explanation", None)
+        if explanation is None:
+            return None
+        return explanation_for_reviewer(
+            explanation=explanation,
+            features=item.prediction.model_version.features,
+            values=item.prediction.features,
+        )
 
 
 class EscalationOutputSerializer(serializers.Serializer):

@@ -68,6 +68,10 @@ class ReviewItem(models.Model):
     explanation_status = models.CharField(
         max_length=16, choices=ExplanationStatus.choices, default=ExplanationStatus.PENDING
     )
+    # Why the explanation failed, once retries ran out (the item is claimable anyway).
+    explanation_error = models.TextField(blank=True)
+    # When the sweeper last re-sent the explanation work (null: only intake sent it).
+    explanation_requested_at = models.DateTimeField(null=True)
     leased_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -85,9 +89,9 @@ class ReviewItem(models.Model):
         ordering = ["due_at", "-priority", "id"]
         indexes = [
             models.Index(
-                fields=["status", "created_at"],
-                name="reviewitem_pending_idx",
-                condition=models.Q(status="pending"),
+                fields=["created_at"],
+                name="reviewitem_unexplained_idx",
+                condition=models.Q(explanation_status="pending"),
             ),
             # The claim's ORDER BY, over exactly the claimable rows.
             models.Index(

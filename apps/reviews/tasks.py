@@ -1,37 +1,81 @@
-"""Celery adapters for review items: fetch by id, call a service, nothing else."""
+"""Celery adapters for review items: fetch by id, call a service, nothing else.
+
+PostgreSQL holds the state; a message only says that work may be waiting. Every task
+here is idempotent, so a redelivered or duplicated message changes nothing.
+"""
 
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
-from .services import queues
+from apps.explanations.services import (
+    explanations_compute,
+    explanations_due_for_sweep,
+    explanations_mark_failed,
+)
+
 from .services.escalations import escalations_expire_claims, review_items_escalate_sla_breaches
 from .services.leases import EXPIRY_BATCH, review_items_expire_leases
 
 logger = logging.getLogger(__name__)
 
+EXPLAIN_BATCH = 500
 
-@shared_task(name="reviews.explain_items", ignore_result=True, acks_late=True)
-def explain_items(*, item_ids: list[int]) -> None:
-    """Make the items claimable once their explanation work is done.
 
-    Idempotent: it moves only items still ``pending``, so a redelivered message or a
-    second run changes nothing.
+@shared_task(
+    name="reviews.explain_items",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=3,
+)
+def explain_items(self, *, item_ids: list[int]) -> None:
+    """Explain routed items (one SHAP call per model version) and make them claimable.
+
+    ``acks_late``: a worker killed mid-batch leaves the message to be delivered again,
+    and running twice stores one explanation (unique per prediction). After the last
+    retry the items become claimable with ``explanation_status: failed``.
     """
-    queues.review_items_mark_explained(item_ids=item_ids)
+    failed, error = explanations_compute(item_ids=item_ids)
+    if not failed:
+        return
+    if self.request.retries >= self.max_retries:
+        logger.error("explanations failed for %d items: %s", len(failed), error)
+        explanations_mark_failed(item_ids=failed, error=error)
+        return
+    raise self.retry(kwargs={"item_ids": failed}, countdown=2**self.request.retries)
 
 
 def enqueue_explanations(*, item_ids: list[int]) -> None:
-    """Queue explanation work for freshly routed items; called after commit.
+    """Queue explanation work for routed items; called after commit.
 
     A broker outage must not fail the intake that already committed: the items stay
-    ``pending`` in PostgreSQL, the source of truth, and are picked up again later.
+    waiting in PostgreSQL, and the sweeper sends their work again later.
     """
-    try:
-        explain_items.delay(item_ids=item_ids)
-    except Exception:
-        logger.exception("could not enqueue explanations for %d items", len(item_ids))
+    for start in range(0, len(item_ids), EXPLAIN_BATCH):
+        try:
+            explain_items.delay(item_ids=item_ids[start : start + EXPLAIN_BATCH])
+        except Exception:
+            logger.exception("could not enqueue explanations for %d items", len(item_ids))
+            return
+
+
+@shared_task(name="reviews.sweep_explanations", ignore_result=True)
+def sweep_explanations() -> None:
+    """Re-send explanation work for items still waiting after the grace period
+    (periodic): a lost message, a killed worker or a broker outage delays an item,
+    never strands it."""
+    ids = explanations_due_for_sweep(
+        now=timezone.now(),
+        grace_seconds=settings.REVIEW_EXPLANATION_GRACE_SECONDS,
+        limit=20 * EXPLAIN_BATCH,
+    )
+    if ids:
+        logger.info("re-sending explanation work for %d items", len(ids))
+        enqueue_explanations(item_ids=ids)
 
 
 @shared_task(name="reviews.expire_leases", ignore_result=True)

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "apps.predictions",
     "apps.reviews",
     "apps.audit",
+    "apps.explanations",
 ]
 
 MIDDLEWARE = [
@@ -159,10 +160,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "reviews.expire_leases", "schedule": 15.0},
     "escalate-sla-breaches": {"task": "reviews.escalate_sla_breaches", "schedule": 30.0},
+    "sweep-explanations": {"task": "reviews.sweep_explanations", "schedule": 30.0},
 }
 
 # Review workflow tunables.
 REVIEW_LEASE_SECONDS = env.int("REVIEW_LEASE_SECONDS", default=600)
+# Explanation work not done this long after it was sent is sent again by the sweeper.
+REVIEW_EXPLANATION_GRACE_SECONDS = env.int("REVIEW_EXPLANATION_GRACE_SECONDS", default=60)
 # The expiry that escalates an item (repeated_abandonment) instead of requeueing it.
 REVIEW_MAX_LEASE_EXPIRIES = env.int("REVIEW_MAX_LEASE_EXPIRIES", default=5)
 REVIEW_DEFAULT_SLA_SECONDS = env.int("REVIEW_DEFAULT_SLA_SECONDS", default=24 * 3600)

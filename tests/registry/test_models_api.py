@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from apps.registry.models import ModelVersion
 from apps.reviews.models import Queue
-from tests.conftest import model_spec
+from tests.conftest import lightgbm_artifact, model_spec
 
 URL = "/api/v1/models/"
 LINEAR = {
@@ -36,14 +36,14 @@ def test_register_a_model_as_json(admin_client):
 
 
 def test_register_with_an_artifact_as_json_base64_and_as_multipart(admin_client):
-    artifact = b"tree\nversion=v4\n"
+    artifact = lightgbm_artifact()
     spec = model_spec(explainer={"kind": "lightgbm"})
     # as JSON, base64 in "artifact"
     r = admin_client.post(
         URL, {**spec, "artifact": base64.b64encode(artifact).decode()}, format="json"
     )
     assert r.status_code == 201, r.content
-    assert bytes(ModelVersion.objects.get(version="3").artifact) == artifact
+    assert bytes(ModelVersion.objects.get(version="3").artifact.data) == artifact
     # as multipart, a spec part and an artifact part
     from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -57,7 +57,7 @@ def test_register_with_an_artifact_as_json_base64_and_as_multipart(admin_client)
     )
     assert r.status_code == 201, r.content
     stored = ModelVersion.objects.get(version="4")
-    assert bytes(stored.artifact) == artifact
+    assert bytes(stored.artifact.data) == artifact
     assert r.json()["artifact_sha256"] == stored.artifact_sha256
 
 

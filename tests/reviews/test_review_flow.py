@@ -38,7 +38,17 @@ def test_claim_leases_the_item_due_first_with_sensitive_features_removed(reviewe
     assert "age" not in body["prediction"]["features"]
     assert body["prediction"]["features"]["income"] == 52000
     assert body["reasons"] == ["high_amount"]
-    assert body["explanation"] is None
+    # and the explanation, with the sensitive feature folded into one row
+    explanation = body["explanation"]
+    assert body["explanation_status"] == "ready"
+    assert explanation["method"] == "precomputed"
+    rows = {row["feature"]: row for row in explanation["contributions"]}
+    assert set(rows) == {"income", "region", "homeowner", "sensitive features"}
+    assert rows["sensitive features"]["value"] is None
+    total = explanation["base_value"] + sum(r["contribution"] for r in rows.values())
+    assert total == pytest.approx(explanation["model_output"]) == pytest.approx(0.91)
+    sizes = [abs(r["contribution"]) for r in explanation["contributions"]]
+    assert sizes == sorted(sizes, reverse=True)
 
 
 def test_among_items_due_together_the_riskiest_comes_first(reviewer, routed_items):

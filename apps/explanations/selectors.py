@@ -1,0 +1,37 @@
+"""What reviewers see of an explanation."""
+
+from typing import Any
+
+SENSITIVE_ROW = "sensitive features"
+
+
+def explanation_for_reviewer(
+    *, explanation, features: list[dict[str, Any]], values: dict[str, Any]
+) -> dict[str, Any]:
+    """The explanation with sensitive features folded into one row (value hidden), so
+    base value plus contributions still equals the model output; rows by size."""
+    rows = []
+    sensitive_total, has_sensitive = 0.0, False
+    for spec, contribution in zip(features, explanation.contributions, strict=True):
+        if spec["sensitive"]:
+            sensitive_total += contribution
+            has_sensitive = True
+        else:
+            rows.append(
+                {
+                    "feature": spec["name"],
+                    "value": values.get(spec["name"]),
+                    "contribution": contribution,
+                }
+            )
+    if has_sensitive:
+        rows.append({"feature": SENSITIVE_ROW, "value": None, "contribution": sensitive_total})
+    rows.sort(key=lambda row: abs(row["contribution"]), reverse=True)
+    return {
+        "method": explanation.method,
+        "output": explanation.output,
+        "base_value": explanation.base_value,
+        "model_output": explanation.model_output,
+        "additivity_error": explanation.additivity_error,
+        "contributions": rows,
+    }
