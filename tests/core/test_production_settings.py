@@ -14,14 +14,19 @@ def manage(*args, **env):
     environment.pop("DJANGO_SECRET_KEY", None)
     environment.update(env)
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=environment,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_check_deploy_is_clean():
-    result = manage("check", "--deploy", "--fail-level", "WARNING",
-                    DJANGO_SECRET_KEY=secrets.token_urlsafe(60))
+    result = manage(
+        "check", "--deploy", "--fail-level", "WARNING", DJANGO_SECRET_KEY=secrets.token_urlsafe(60)
+    )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
 
