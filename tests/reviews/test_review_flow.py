@@ -313,3 +313,47 @@ def test_claim_in_a_named_queue(routed_items):
     r = outsider.post(CLAIM, {"queue": "default"}, format="json")
     assert r.status_code == 404
     assert outsider.post(CLAIM, {"queue": "nope"}, format="json").status_code == 404
+
+
+def test_a_stale_escalation_token_is_refused_even_when_the_escalation_reopened(
+    reviewer, routed_items, settings
+):
+    # given an escalation claimed by a manager whose claim then expired
+    routed_items(1)
+    item = reviewer.post(CLAIM).json()
+    reviewer.post(
+        review(item["id"], "escalate"),
+        {"lease_token": item["lease"]["token"], "reason": "unclear"},
+        format="json",
+    )
+    escalation = Escalation.objects.get()
+    manager = make_client("mgr", "escalation_manager")
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        token = manager.post(f"/api/v1/escalations/{escalation.id}/claim/").json()["lease"]["token"]
+        clock.shift(timedelta(seconds=settings.REVIEW_LEASE_SECONDS + 1))
+        from apps.reviews.tasks import expire_leases
+
+        expire_leases.run()
+        # when the manager resolves with the old token
+        r = manager.post(
+            f"/api/v1/escalations/{escalation.id}/resolve/",
+            {"label": "deny", "lease_token": token},
+            format="json",
+        )
+    # then it is refused, and nothing is decided
+    assert r.status_code == 409
+    assert not Decision.objects.exists()
+
+
+def test_a_returned_item_starts_its_lease_count_afresh(reviewer, routed_items):
+    routed_items(1)
+    item = reviewer.post(CLAIM).json()
+    reviewer.post(
+        review(item["id"], "escalate"),
+        {"lease_token": item["lease"]["token"], "reason": "unclear"},
+        format="json",
+    )
+    ReviewItem.objects.filter(id=item["id"]).update(lease_expiries=5)
+    manager = make_client("mgr", "escalation_manager")
+    manager.post(f"/api/v1/escalations/{Escalation.objects.get().id}/return/", format="json")
+    assert ReviewItem.objects.get(id=item["id"]).lease_expiries == 0

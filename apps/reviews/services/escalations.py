@@ -48,10 +48,11 @@ def escalation_visible(*, user, escalation_id: int) -> Escalation:
 
 
 def _held_by(user, now: datetime, token: object = None) -> Q:
-    """An escalation the caller may close: open, or claimed by the caller and live."""
+    """An escalation the caller may close: claimed by the caller and live (with that
+    lease token, when one is presented), or, without a token, an open one."""
     mine = Q(status=EscalationStatus.CLAIMED, claimed_by=user, lease_expires_at__gt=now)
     if token is not None:
-        mine &= Q(lease_token=parse_token(token))
+        return mine & Q(lease_token=parse_token(token))
     return Q(status=EscalationStatus.OPEN) | mine
 
 
@@ -180,8 +181,9 @@ def escalation_return(
             now=now,
             token=token,
         )
+        # A fresh start: earlier abandoned leases must not escalate it again at once.
         ReviewItem.objects.filter(id=escalation.item_id, status=ItemStatus.ESCALATED).update(
-            status=ItemStatus.READY, updated_at=now
+            status=ItemStatus.READY, lease_expiries=0, updated_at=now
         )
         audit_append(
             events=[

@@ -108,6 +108,22 @@ def _claim_sql(n_queues: int | None) -> str:
     )
 
 
+CLAIM_LOCK_NAMESPACE = 0x636C61  # "cla": per-reviewer claim locks
+
+
+def _serialise_claims_of(user) -> None:
+    """Run one reviewer's claims one at a time (a transaction-scoped advisory lock).
+
+    Without it, a second claim by the same reviewer racing the first cannot see the
+    lease the first is about to commit, skips the row it locked, and answers "nothing
+    ready" although the reviewer is about to hold that item. Claims of different
+    reviewers never wait on each other. SQLite runs writers one at a time anyway.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIM_LOCK_NAMESPACE, user.id])
+
+
 def review_item_claim(*, user, queue: str | None = None) -> ReviewItem | None:
     """Lease the highest-priority ready item of the caller's queues; None when none is.
 
@@ -118,6 +134,7 @@ def review_item_claim(*, user, queue: str | None = None) -> ReviewItem | None:
     now = timezone.now()
     expires_at = now + timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
     with transaction.atomic():
+        _serialise_claims_of(user)
         # Expired leases in the caller's queues, and the caller's own anywhere.
         mine = None if queue_scope(user) is None else in_scope(user) | Q(leased_by=user)
         review_items_expire_leases(now=now, condition=mine)
