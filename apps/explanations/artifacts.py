@@ -67,10 +67,12 @@ def _load_lightgbm(data: bytes) -> LoadedModel:
         raise ArtifactError("not a LightGBM text model (not UTF-8 text)") from exc
     if not text.startswith("tree"):
         raise ArtifactError("not a LightGBM text model (it must start with 'tree')")
+    if "end of trees" not in text:
+        raise ArtifactError("the LightGBM model is truncated (no 'end of trees')")
     try:
         booster = lightgbm.Booster(model_str=text)
-    except lightgbm.basic.LightGBMError as exc:
-        raise ArtifactError(f"the LightGBM model does not load: {exc}") from exc
+    except Exception as exc:  # native errors may quote the file: never echo them
+        raise ArtifactError("the LightGBM model does not load (malformed)") from exc
     per_iteration = booster.num_model_per_iteration()
     return LoadedModel(
         "lightgbm", booster, booster.num_feature(), 2 if per_iteration == 1 else per_iteration
@@ -82,12 +84,14 @@ def _load_xgboost(data: bytes) -> LoadedModel:
 
     import xgboost
 
+    if data.lstrip()[:1] != b"{":
+        raise ArtifactError("not an XGBoost JSON or UBJSON model")
     booster = xgboost.Booster()
     try:
         booster.load_model(bytearray(data))
-    except xgboost.core.XGBoostError as exc:
-        raise ArtifactError(f"the XGBoost model does not load: {str(exc)[:300]}") from exc
-    config = json.loads(booster.save_config())
+        config = json.loads(booster.save_config())
+    except Exception as exc:  # native errors may quote the file: never echo them
+        raise ArtifactError("the XGBoost model does not load (malformed or truncated)") from exc
     n_class = int(config["learner"]["learner_model_param"].get("num_class", "0"))
     return LoadedModel("xgboost", booster, booster.num_features(), max(2, n_class))
 
@@ -100,14 +104,14 @@ def _load_sklearn(data: bytes) -> LoadedModel:
     try:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:
-        raise ArtifactError(f"not a readable skops file: {exc}") from exc
+        raise ArtifactError("not a readable skops file") from exc
     refused = sorted(set(untrusted) - SKOPS_EXTRA_TRUSTED)
     if refused:
         raise ArtifactError(f"the skops file holds types that are not trusted: {refused}")
     try:
         estimator = skops.io.loads(data, trusted=list(untrusted))
     except Exception as exc:
-        raise ArtifactError(f"the skops file does not load: {exc}") from exc
+        raise ArtifactError("the skops file does not load (malformed)") from exc
     name = _qualified(estimator)
     if name in SKLEARN_TREE_MODELS:
         kind = "sklearn_tree"

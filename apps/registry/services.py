@@ -6,6 +6,7 @@ from django.db import IntegrityError, transaction
 
 from apps.core.exceptions import Conflict, ValidationFailed
 from apps.explanations.artifacts import ArtifactError, load_model
+from apps.explanations.probe import probe_artifact
 from apps.reviews.services.queues import queue_get_or_create
 
 from .models import ModelArtifact, ModelVersion
@@ -20,12 +21,20 @@ def model_version_register(*, spec: ModelSpec, artifact: bytes | None, created_b
     400. A ``name:version`` already registered is a 409: versions are immutable.
     """
     try:
-        load_model(
-            explainer=spec.explainer,
-            artifact=artifact,
-            n_features=len(spec.features),
-            labels=spec.labels,
-        )
+        if artifact:  # native loaders: prove it in a child process with limits
+            probe_artifact(
+                explainer=spec.explainer,
+                artifact=artifact,
+                n_features=len(spec.features),
+                labels=spec.labels,
+            )
+        else:
+            load_model(
+                explainer=spec.explainer,
+                artifact=None,
+                n_features=len(spec.features),
+                labels=spec.labels,
+            )
     except ArtifactError as exc:
         raise ValidationFailed("The model cannot be used.", details={"artifact": str(exc)}) from exc
     queue = queue_get_or_create(name=spec.policy.queue)
