@@ -36,7 +36,7 @@ def probe_artifact(
         {"explainer": explainer, "n_features": n_features, "labels": list(labels)}
     ).encode()
     try:
-        done = subprocess.run(  # noqa: S603 - our own interpreter and module, no shell
+        done = subprocess.run(
             [sys.executable, "-m", "apps.explanations.probe"],
             cwd=PROJECT_ROOT,
             input=header + b"\n" + artifact,
