@@ -53,7 +53,14 @@ def as_finite_float(value: Any) -> float | None:
 
 
 def storable_text_error(value: str) -> str | None:
-    return "must not contain NUL characters" if "\x00" in value else None
+    """Why PostgreSQL could not store this text: NUL characters, lone surrogates."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return None
 
 
 def json_safety_errors(value: Any, path: str, errors: dict[str, str], depth: int = 0) -> None:
@@ -67,8 +74,8 @@ def json_safety_errors(value: Any, path: str, errors: dict[str, str], depth: int
             errors[path] = message
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            if "\x00" in key:
-                errors[path] = "keys must not contain NUL characters"
+            if storable_text_error(key):
+                errors[path] = "keys must be valid Unicode without NUL characters"
                 continue
             json_safety_errors(item, f"{path}.{key}", errors, depth + 1)
     elif isinstance(value, list):
@@ -89,6 +96,9 @@ class PredictionSchema:
         self.labels = tuple(labels)
         self.label_set = frozenset(labels)
         self.features = {f["name"]: f for f in features}
+        self.numeric = frozenset(
+            name for name, f in self.features.items() if f["type"] == "numeric"
+        )
         self.categories = {
             f["name"]: frozenset(f["categories"]) for f in features if f["type"] == "categorical"
         }
@@ -99,8 +109,9 @@ class PredictionSchema:
         if not isinstance(item, Mapping):
             raise InvalidPrediction({"non_field_errors": "a prediction must be a JSON object"})
         errors: dict[str, str] = {}
-        for key in sorted(set(item) - TOP_LEVEL_KEYS):
-            errors[key] = "unknown field"
+        if not TOP_LEVEL_KEYS.issuperset(item):
+            for key in sorted(set(item) - TOP_LEVEL_KEYS):
+                errors[key] = "unknown field"
 
         external_id = item.get("external_id")
         if not isinstance(external_id, str) or not external_id.strip():
@@ -138,7 +149,13 @@ class PredictionSchema:
             errors["features"] = "must be an object of feature values"
             return {}
         clean: dict[str, Any] = {}
+        numeric = self.numeric
         for name, value in raw.items():
+            # The common case first, cheaply: a finite float for a numeric feature
+            # (``x - x`` is NaN for infinities and NaN).
+            if type(value) is float and value - value == 0.0 and name in numeric:
+                clean[name] = value
+                continue
             spec = self.features.get(name)
             path = f"features.{name}"
             if spec is None:
@@ -166,9 +183,10 @@ class PredictionSchema:
                 errors[path] = "must be true or false"
             else:
                 clean[name] = value
-        for name in self.features:
-            if name not in raw:
-                errors[f"features.{name}"] = "missing"
+        if len(clean) < len(self.features):  # else every feature is there, and valid
+            for name in self.features:
+                if name not in raw:
+                    errors[f"features.{name}"] = "missing"
         # Keep the schema's order: it is the model's input order.
         return {name: clean[name] for name in self.features if name in clean}
 

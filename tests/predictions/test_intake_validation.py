@@ -55,6 +55,8 @@ def with_prediction(label="approve", **probabilities):
         (prediction_body(external_id="nul\x00byte"), "external_id"),
         (prediction_body(context=[1]), "context"),
         (prediction_body(context={"note": "nul\x00"}), "context.note"),
+        (prediction_body(context={"note": "\ud800"}), "context.note"),
+        (prediction_body(external_id="lone-\udc00"), "external_id"),
         (prediction_body(model=None), "model"),
         (prediction_body(surprise=1), "surprise"),
         (prediction_body(attributions=None), "attributions"),
@@ -69,8 +71,8 @@ def with_prediction(label="approve", **probabilities):
     ],
 )
 def test_bad_predictions_are_400_naming_the_field(producer_client, registered_model, body, field):
-    # when a prediction with one bad field is sent
-    r = producer_client.post(URL, body, format="json")
+    # when a prediction with one bad field is sent (as JSON with ASCII escapes)
+    r = producer_client.post(URL, json.dumps(body), content_type="application/json")
     # then it is refused with the field named, and nothing is stored
     assert r.status_code == 400, r.content
     error = r.json()["error"]
