@@ -133,8 +133,8 @@ class QueueApi(APIView):
         super().permission_denied(request, message=message, code=code)
 
 
-def _item_response(item_id: int) -> Response:
-    return Response(ItemOutputSerializer(selectors.review_item_for_output(item_id=item_id)).data)
+def _item_response(item: ReviewItem) -> Response:
+    return Response(ItemOutputSerializer(item).data)
 
 
 class ClaimInputSerializer(serializers.Serializer):
@@ -152,7 +152,7 @@ class QueueClaimApi(QueueApi):
         item = leases.review_item_claim(user=request.user, queue=data.get("queue"))
         if item is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return _item_response(item.id)
+        return _item_response(item)
 
 
 class TokenInputSerializer(serializers.Serializer):
@@ -176,8 +176,10 @@ class ReviewHeartbeatApi(QueueApi):
     )
     def post(self, request, item_id: int):
         data = _validated(TokenInputSerializer, request.data)
-        leases.review_item_heartbeat(user=request.user, item_id=item_id, token=data["lease_token"])
-        return _item_response(item_id)
+        item = leases.review_item_heartbeat(
+            user=request.user, item_id=item_id, token=data["lease_token"]
+        )
+        return _item_response(item)
 
 
 class ReviewReleaseApi(QueueApi):
@@ -186,8 +188,10 @@ class ReviewReleaseApi(QueueApi):
     )
     def post(self, request, item_id: int):
         data = _validated(TokenInputSerializer, request.data)
-        leases.review_item_release(user=request.user, item_id=item_id, token=data["lease_token"])
-        return _item_response(item_id)
+        item = leases.review_item_release(
+            user=request.user, item_id=item_id, token=data["lease_token"]
+        )
+        return _item_response(item)
 
 
 class DecideInputSerializer(TokenInputSerializer):
@@ -202,7 +206,7 @@ class ReviewDecideApi(QueueApi):
     )
     def post(self, request, item_id: int):
         data = _validated(DecideInputSerializer, request.data)
-        decisions.review_item_decide(
+        item = decisions.review_item_decide(
             user=request.user,
             item_id=item_id,
             token=data["lease_token"],
@@ -210,7 +214,7 @@ class ReviewDecideApi(QueueApi):
             reason_code=data.get("reason_code"),
             comment=data.get("comment"),
         )
-        return _item_response(item_id)
+        return _item_response(item)
 
 
 class EscalateInputSerializer(TokenInputSerializer):
@@ -226,14 +230,14 @@ class ReviewEscalateApi(QueueApi):
     )
     def post(self, request, item_id: int):
         data = _validated(EscalateInputSerializer, request.data)
-        decisions.review_item_escalate(
+        item = decisions.review_item_escalate(
             user=request.user,
             item_id=item_id,
             token=data["lease_token"],
             reason=data["reason"],
             comment=data.get("comment"),
         )
-        return _item_response(item_id)
+        return _item_response(item)
 
 
 class EscalationApi(QueueApi):

@@ -36,6 +36,7 @@ from apps.reviews.models import (
     ReviewItem,
 )
 from apps.reviews.scope import in_scope, queue_scope
+from apps.reviews.selectors import review_item_for_output
 
 REPEATED_ABANDONMENT = "repeated_abandonment"
 EXPIRY_BATCH = 500
@@ -61,7 +62,9 @@ def parse_token(token: object) -> uuid.UUID | None:
 def review_item_visible(*, user, item_id: int) -> ReviewItem:
     """The item, if it lies in the caller's queues; NotFound otherwise."""
     item = (
-        ReviewItem.objects.select_related("prediction__model_version", "queue")
+        ReviewItem.objects.select_related(
+            "prediction__model_version", "prediction__explanation", "queue"
+        )
         .filter(in_scope(user), id=item_id)
         .first()
         if 0 < item_id < 2**63
@@ -142,7 +145,8 @@ def review_item_claim(*, user, queue: str | None = None) -> ReviewItem | None:
             leased_by=user, status=ItemStatus.LEASED, lease_expires_at__gt=now
         ).update(lease_expires_at=expires_at, updated_at=now)
         if renewed:
-            return ReviewItem.objects.get(leased_by=user, status=ItemStatus.LEASED)
+            held = ReviewItem.objects.filter(leased_by=user, status=ItemStatus.LEASED)
+            return review_item_for_output(item_id=held.values_list("id", flat=True).get())
         token = uuid.uuid4()
         params = [ItemStatus.LEASED, token, user.id, expires_at, now, ItemStatus.READY]
         params += sorted(scope) if scope is not None else []
@@ -152,7 +156,9 @@ def review_item_claim(*, user, queue: str | None = None) -> ReviewItem | None:
                 row = cursor.fetchone()
         except IntegrityError:
             # The same reviewer claimed twice at once: the other claim won; hand that back.
-            return ReviewItem.objects.filter(leased_by=user, status=ItemStatus.LEASED).first()
+            held = ReviewItem.objects.filter(leased_by=user, status=ItemStatus.LEASED)
+            held_id = held.values_list("id", flat=True).first()
+            return review_item_for_output(item_id=held_id) if held_id else None
         if row is None:
             return None
         item_id, prediction_id = row
@@ -168,7 +174,7 @@ def review_item_claim(*, user, queue: str | None = None) -> ReviewItem | None:
             ],
             at=now,
         )
-    return ReviewItem.objects.get(id=item_id)
+    return review_item_for_output(item_id=item_id)
 
 
 def review_item_heartbeat(*, user, item_id: int, token: object) -> ReviewItem:
