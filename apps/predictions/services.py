@@ -63,6 +63,8 @@ def compiled_model(version: ModelVersion) -> CompiledModel:
                 labels=version.labels,
                 features=version.features,
                 requires_attributions=version.explainer.get("kind") == ExplainerKind.PRECOMPUTED,
+                attribution_output=version.explainer.get("output", "probability"),
+                attribution_tolerance=version.explainer.get("tolerance", 1e-6),
             ),
             policy=routing.parse_policy(
                 version.routing,

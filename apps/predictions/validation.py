@@ -92,6 +92,8 @@ class PredictionSchema:
         labels: Sequence[str],
         features: Sequence[Mapping[str, Any]],
         requires_attributions: bool,
+        attribution_output: str = "probability",
+        attribution_tolerance: float = 1e-6,
     ) -> None:
         self.labels = tuple(labels)
         self.label_set = frozenset(labels)
@@ -103,6 +105,8 @@ class PredictionSchema:
             f["name"]: frozenset(f["categories"]) for f in features if f["type"] == "categorical"
         }
         self.requires_attributions = requires_attributions
+        self.attribution_output = attribution_output
+        self.attribution_tolerance = attribution_tolerance
 
     def clean(self, item: Any) -> CleanPrediction:
         """Validate one prediction; raise InvalidPrediction naming every bad field."""
@@ -133,6 +137,8 @@ class PredictionSchema:
             json_safety_errors(context, "context", errors)
 
         attributions = self._clean_attributions(item.get("attributions"), errors)
+        if not errors and attributions is not None:
+            self._check_additivity(attributions, probabilities[label], errors)
         if errors:
             raise InvalidPrediction(errors)
         return CleanPrediction(
@@ -258,3 +264,21 @@ class PredictionSchema:
             if name not in values:
                 errors[f"attributions.values.{name}"] = "missing"
         return {"base_value": base_value, "values": clean}
+
+    def _check_additivity(
+        self, attributions: dict[str, Any], probability: float, errors: dict[str, str]
+    ) -> None:
+        """Precomputed attributions must add up to the model output they explain: the
+        predicted label's probability, in the declared output space."""
+        if self.attribution_output == "probability":
+            output = probability
+        else:
+            p = min(max(probability, 1e-15), 1 - 1e-15)
+            output = math.log(p / (1 - p))
+        total = attributions["base_value"] + math.fsum(attributions["values"].values())
+        if abs(total - output) > self.attribution_tolerance:
+            errors["attributions"] = (
+                f"base_value plus values is {total!r}, but the model output "
+                f"({self.attribution_output} of the predicted label) is {output!r}; they "
+                f"must agree within {self.attribution_tolerance:g}"
+            )

@@ -168,3 +168,33 @@ def test_an_oversized_body_is_413(producer_client, registered_model):
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "body_too_large"
     assert not Prediction.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("output", "base_value", "adds_up"),
+    [
+        ("probability", 0.5, True),
+        ("probability", 0.4, False),
+        ("log_odds", 0.0, False),
+        ("log_odds", 2.313635, True),
+    ],
+)
+def test_precomputed_attributions_must_add_up_to_the_model_output(
+    admin_client, producer_client, output, base_value, adds_up
+):
+    # given a precomputed model declaring its output space
+    spec = model_spec(
+        name="pre", explainer={"kind": "precomputed", "output": output, "tolerance": 1e-4}
+    )
+    assert admin_client.post("/api/v1/models/", spec, format="json").status_code == 201
+    # when attributions sum to base_value + 0.41 (p(approve) = 0.91, log-odds 2.3136)
+    values = {"income": 0.2, "region": 0.11, "age": 0.1, "homeowner": 0.0}
+    if output == "log_odds":
+        values = {"income": 0.0, "region": 0.0, "age": 0.0, "homeowner": 0.0}
+    body = prediction_body(model="pre:3", attributions={"base_value": base_value, "values": values})
+    r = producer_client.post(URL, body, format="json")
+    # then they are accepted only when they add up within the stated tolerance
+    assert r.status_code == (201 if adds_up else 400), r.content
+    if not adds_up:
+        assert "attributions" in r.json()["error"]["details"]
+        assert not Prediction.objects.exists()
