@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import claims, harness, intake
+from bench import claims, explanations, harness, intake
 from bench.harness import BenchFailure, Context, Row
 
 Benchmark = Callable[[Context], list[Row]]
@@ -41,6 +41,7 @@ Benchmark = Callable[[Context], list[Row]]
 BENCHMARKS: list[Benchmark] = [
     intake.bench_bulk_intake,
     claims.bench_claim_decide,
+    explanations.bench_explanations,
 ]
 
 
