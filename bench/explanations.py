@@ -76,8 +76,12 @@ def _post(http: Http, items: list[dict]) -> None:
 
 def _explained(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
+        # Only this benchmark's queue: other benchmarks leave explained items behind.
         (n,) = conn.execute(
-            "SELECT count(*) FROM reviews_reviewitem WHERE explanation_status = 'ready'"
+            """
+            SELECT count(*) FROM reviews_reviewitem i JOIN reviews_queue q ON q.id = i.queue_id
+            WHERE q.name = 'shap' AND i.explanation_status = 'ready'
+            """
         ).fetchone()
     return n
 
