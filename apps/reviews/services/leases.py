@@ -148,7 +148,16 @@ def review_item_claim(*, user, queue: str | None = None) -> ReviewItem | None:
             held = ReviewItem.objects.filter(leased_by=user, status=ItemStatus.LEASED)
             return review_item_for_output(item_id=held.values_list("id", flat=True).get())
         token = uuid.uuid4()
-        params = [ItemStatus.LEASED, token, user.id, expires_at, now, ItemStatus.READY]
+        # Raw SQL: adapt values as the fields would (SQLite stores UUIDs and times as text).
+        prep = connection.ops
+        params = [
+            ItemStatus.LEASED,
+            ReviewItem._meta.get_field("lease_token").get_db_prep_value(token, connection),
+            user.id,
+            prep.adapt_datetimefield_value(expires_at),
+            prep.adapt_datetimefield_value(now),
+            ItemStatus.READY,
+        ]
         params += sorted(scope) if scope is not None else []
         try:
             with transaction.atomic(), connection.cursor() as cursor:
