@@ -104,7 +104,6 @@ TARGETS: list[tuple[str | Callable[..., str], str]] = [
     ("model lookup (SQL)", "apps.predictions.services:model_versions_by_ref"),
     ("validation", "apps.predictions.validation:PredictionSchema.clean"),
     ("routing", "apps.predictions.routing:route"),
-    ("content hash", "apps.predictions.services:content_hash"),
     ("JSON encoding of the parts", "apps.predictions.services:_Encoded.of"),
     ("content hash", "apps.predictions.services:_digest"),
     ("predictions insert: building parameters", "apps.predictions.services:_insert_new"),

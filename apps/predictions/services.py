@@ -124,17 +124,6 @@ def _digest(*, producer_id: int | None, model_version_id: int, encoded: _Encoded
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def content_hash(*, producer_id: int | None, model_version_id: int, clean: Any) -> str:
-    """A digest of everything that makes two sends of one prediction the same.
-
-    The SHA-256 of the canonical JSON (sorted keys, no spaces) of ``{"producer",
-    "model", "features", "context", "label", "probabilities", "attributions"}``.
-    """
-    return _digest(
-        producer_id=producer_id, model_version_id=model_version_id, encoded=_Encoded.of(clean)
-    )
-
-
 @dataclass(slots=True)
 class _Candidate:
     """A valid prediction of the request, routed and ready to store."""

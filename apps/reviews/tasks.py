@@ -91,15 +91,17 @@ def expire_leases() -> None:
     """Return items whose lease expired to the queue, and reopen expired escalation
     claims (periodic). Each batch is its own short transaction."""
     now = timezone.now()
-    while review_items_expire_leases(now=now) == EXPIRY_BATCH:
-        pass
-    while escalations_expire_claims(now=now) == EXPIRY_BATCH:
-        pass
+    _drain(review_items_expire_leases, now)
+    _drain(escalations_expire_claims, now)
 
 
 @shared_task(name="reviews.escalate_sla_breaches", ignore_result=True)
 def escalate_sla_breaches() -> None:
     """Escalate undecided items past their SLA (periodic)."""
-    now = timezone.now()
-    while review_items_escalate_sla_breaches(now=now) == EXPIRY_BATCH:
-        pass
+    _drain(review_items_escalate_sla_breaches, timezone.now())
+
+
+def _drain(step, now) -> None:
+    """Run a batch step until it handles less than a full batch: nothing is left."""
+    while step(now=now) == EXPIRY_BATCH:
+        continue

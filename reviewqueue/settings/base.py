@@ -175,7 +175,6 @@ REVIEW_EXPLANATION_GRACE_SECONDS = env.int("REVIEW_EXPLANATION_GRACE_SECONDS", d
 # The expiry that escalates an item (repeated_abandonment) instead of requeueing it.
 REVIEW_MAX_LEASE_EXPIRIES = env.int("REVIEW_MAX_LEASE_EXPIRIES", default=5)
 REVIEW_DEFAULT_SLA_SECONDS = env.int("REVIEW_DEFAULT_SLA_SECONDS", default=24 * 3600)
-REVIEW_BULK_MAX_ITEMS = 1000
 # When set, /metrics asks for "Authorization: Bearer <token>".
 REVIEW_METRICS_TOKEN = env("REVIEW_METRICS_TOKEN", default="")
 

@@ -24,12 +24,10 @@ from apps.reviews.models import (
     ReviewItem,
 )
 
-from .leases import lease_lost, live_lease, review_item_visible
+from .leases import CLEARED_LEASE, lease_lost, live_lease, review_item_visible
 
 REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_COMMENT = 5000
-
-_CLEARED_LEASE = {"lease_token": None, "leased_by": None, "lease_expires_at": None}
 
 
 def check_comment(comment: object, field: str = "comment") -> str:
@@ -122,7 +120,7 @@ def review_item_decide(
     with transaction.atomic():
         updated = ReviewItem.objects.filter(
             live_lease(user=user, item_id=item_id, token=token, now=now)
-        ).update(status=ItemStatus.DECIDED, updated_at=now, **_CLEARED_LEASE)
+        ).update(status=ItemStatus.DECIDED, updated_at=now, **CLEARED_LEASE)
         if not updated:
             raise lease_lost(item_id)
         decision_record(
@@ -154,7 +152,7 @@ def review_item_escalate(
     with transaction.atomic():
         updated = ReviewItem.objects.filter(
             live_lease(user=user, item_id=item_id, token=token, now=now)
-        ).update(status=ItemStatus.ESCALATED, updated_at=now, **_CLEARED_LEASE)
+        ).update(status=ItemStatus.ESCALATED, updated_at=now, **CLEARED_LEASE)
         if not updated:
             raise lease_lost(item_id)
         Escalation.objects.create(

@@ -28,7 +28,7 @@ from apps.reviews.models import (
 from apps.reviews.scope import in_scope
 
 from .decisions import check_comment, check_label, decision_record
-from .leases import EXPIRY_BATCH, parse_token
+from .leases import CLEARED_LEASE, EXPIRY_BATCH, parse_token
 
 SLA_BREACH = "sla_breach"
 
@@ -222,9 +222,7 @@ def review_items_escalate_sla_breaches(*, now: datetime | None = None) -> int:
             status=ItemStatus.ESCALATED,
             sla_breached_at=now,
             updated_at=now,
-            lease_token=None,
-            leased_by=None,
-            lease_expires_at=None,
+            **CLEARED_LEASE,
         )
         Escalation.objects.bulk_create(
             [

@@ -41,7 +41,8 @@ from apps.reviews.selectors import review_item_for_output
 REPEATED_ABANDONMENT = "repeated_abandonment"
 EXPIRY_BATCH = 500
 
-_CLEARED_LEASE = {"lease_token": None, "leased_by": None, "lease_expires_at": None}
+# The lease columns of an item that no longer carries a lease.
+CLEARED_LEASE = {"lease_token": None, "leased_by": None, "lease_expires_at": None}
 
 
 def lease_lost(item_id: int) -> Conflict:
@@ -207,7 +208,7 @@ def review_item_release(*, user, item_id: int, token: object) -> ReviewItem:
     with transaction.atomic():
         updated = ReviewItem.objects.filter(
             live_lease(user=user, item_id=item_id, token=token, now=now)
-        ).update(status=ItemStatus.READY, updated_at=now, **_CLEARED_LEASE)
+        ).update(status=ItemStatus.READY, updated_at=now, **CLEARED_LEASE)
         if not updated:
             raise lease_lost(item_id)
         audit_append(events=[Event(Action.RELEASED, user, item_id, item.prediction_id)], at=now)
@@ -242,13 +243,13 @@ def review_items_expire_leases(*, now: datetime, condition: Q | None = None) -> 
             status=ItemStatus.READY,
             lease_expiries=F("lease_expiries") + 1,
             updated_at=now,
-            **_CLEARED_LEASE,
+            **CLEARED_LEASE,
         )
         ReviewItem.objects.filter(id__in=[r["id"] for r in abandoned]).update(
             status=ItemStatus.ESCALATED,
             lease_expiries=F("lease_expiries") + 1,
             updated_at=now,
-            **_CLEARED_LEASE,
+            **CLEARED_LEASE,
         )
         Escalation.objects.bulk_create(
             [
