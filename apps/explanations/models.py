@@ -19,6 +19,13 @@ class Explanation(models.Model):
     contributions = models.JSONField(help_text="One number per feature, in feature order.")
     additivity_error = models.FloatField()
     seconds = models.FloatField(help_text="Time spent per row in the explainer.")
+    document = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The explanation as the label feed serves it (explanation_document); "
+        "empty for rows stored before it existed: the feed then builds it.",
+    )
     created_at = models.DateTimeField()
 
     class Meta:

@@ -170,9 +170,14 @@ class Decision(models.Model):
     reason_code = models.CharField(max_length=64, blank=True)
     comment = models.TextField(blank=True)
     decided_at = models.DateTimeField()
+    txid = models.BigIntegerField(
+        default=0,
+        help_text="The deciding transaction's id: the label feed's order (see docs/labels.md).",
+    )
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["txid", "id"], name="decision_feed_idx")]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(source__in=DecisionSource.values),

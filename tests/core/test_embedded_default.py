@@ -26,6 +26,16 @@ r = client.post(f"/api/v1/reviews/{item['id']}/decide/",
                 {"lease_token": item["lease"]["token"],
                  "label": item["prediction"]["prediction"]["label"]}, format="json")
 assert r.status_code == 200, r.content
+import json
+pipeline = account_upsert(username="sqlite-pipeline", roles=["pipeline"])
+client.credentials(HTTP_AUTHORIZATION="Token " + account_token(user=pipeline))
+r = client.get("/api/v1/labels/")
+assert r.status_code == 200, r.content
+labels = [json.loads(line) for line in b"".join(r.streaming_content).splitlines()]
+assert [label["prediction_id"] for label in labels] == [item["prediction"]["id"]], labels
+assert labels[0]["decided_at"].endswith("Z") and labels[0]["explanation"], labels
+nothing_newer = client.get("/api/v1/labels/", {"after": r["X-Next-Cursor"]})
+assert b"".join(nothing_newer.streaming_content) == b"", "a label was served twice"
 from django.core.management import call_command
 call_command("audit_verify")
 print("ok")
