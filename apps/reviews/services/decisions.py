@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from apps.audit.models import Action
 from apps.audit.services import Event, audit_append
+from apps.core.db import CurrentTransactionId
 from apps.core.exceptions import ValidationFailed
 from apps.registry.models import ReasonCode
 from apps.reviews.models import (
@@ -23,6 +24,7 @@ from apps.reviews.models import (
     ItemStatus,
     ReviewItem,
 )
+from apps.webhooks.services import webhooks_items_escalated, webhooks_prediction_decided
 
 from .leases import CLEARED_LEASE, lease_lost, live_lease, review_item_visible
 
@@ -92,7 +94,9 @@ def decision_record(
         reason_code=reason_code,
         comment=comment,
         decided_at=now,
+        txid=CurrentTransactionId(),
     )
+    webhooks_prediction_decided(decision=decision)
     action = Action.OVERRIDDEN if overridden else Action.DECIDED
     data = {"label": label, "model_label": item.prediction.label, "source": source}
     if reason_code:
@@ -163,6 +167,7 @@ def review_item_escalate(
             raised_at=now,
             lateness_seconds=max(0.0, (now - item.due_at).total_seconds()),
         )
+        webhooks_items_escalated(item_ids=[item.id], at=now)
         audit_append(
             events=[Event(Action.ESCALATED, user, item.id, item.prediction_id, {"reason": reason})],
             at=now,

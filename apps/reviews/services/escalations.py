@@ -26,6 +26,7 @@ from apps.reviews.models import (
     ReviewItem,
 )
 from apps.reviews.scope import in_scope
+from apps.webhooks.services import webhooks_items_escalated
 
 from .decisions import check_comment, check_label, decision_record
 from .leases import CLEARED_LEASE, EXPIRY_BATCH, parse_token
@@ -235,6 +236,7 @@ def review_items_escalate_sla_breaches(*, now: datetime | None = None) -> int:
                 for r in rows
             ]
         )
+        webhooks_items_escalated(item_ids=[r["id"] for r in rows], at=now)
         audit_append(
             events=[
                 Event(
