@@ -3,9 +3,11 @@
 100,000 ready items wait in one queue (made directly in SQL: the setup is not what is
 measured). Each reviewer thread has its own account and keep-alive connection and
 loops: ``POST /api/v1/queue/claim/``, then ``POST /api/v1/reviews/{id}/decide/``
-accepting the model's label. Reported: completed cycles per second, and the claim's
-latency as the client sees it (p50, p99). Afterwards every decided item must have
-exactly one decision, and no item two.
+accepting the model's label. Reported: completed cycles per second, the claim's
+latency as the client sees it (p50, p99), and the CPU one cycle cost (gunicorn, the
+client threads and PostgreSQL together: the steady figure on a shared machine).
+Afterwards every decided item must have exactly one decision, and no item two, and
+the audit chain must verify.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 
 import psycopg
 
-from .harness import BenchFailure, Context, Http, Row
+from .harness import BenchFailure, Context, CpuMeter, Http, Row
 
 ITEMS = 100_000
 LEVELS = (1, 8, 32)
@@ -47,8 +49,8 @@ for i in range({n}):
 """
 
 
-def _make_ready_items(database_url: str, model_id: int, queue_id: int) -> None:
-    """ITEMS routed predictions, each with a ready, explained review item, in SQL."""
+def make_ready_items(database_url: str, model_id: int, queue_id: int, items: int = ITEMS) -> None:
+    """``items`` routed predictions, each with a ready, explained review item, in SQL."""
     features = json.dumps({f"f{i}": 0.5 for i in range(N_FEATURES)})
     probabilities = json.dumps({"approve": 0.6, "deny": 0.4})
     with psycopg.connect(database_url) as conn:
@@ -61,7 +63,7 @@ def _make_ready_items(database_url: str, model_id: int, queue_id: int) -> None:
                    %s::jsonb, true, '["low_confidence"]'::jsonb, 1.0, now()
             FROM generate_series(1, %s) AS g
             """,
-            [model_id, features, probabilities, ITEMS],
+            [model_id, features, probabilities, items],
         )
         conn.execute(
             """
@@ -133,21 +135,29 @@ def bench_claim_decide(ctx: Context) -> list[Row]:
         raise BenchFailure(f"model registration answered {status}: {model}")
     with psycopg.connect(ctx.database_url) as conn:
         (queue_id,) = conn.execute("SELECT id FROM reviews_queue WHERE name = 'bench'").fetchone()
-    _make_ready_items(ctx.database_url, model["id"], queue_id)
+    make_ready_items(ctx.database_url, model["id"], queue_id)
     # The shell may print a line of its own first: keep the 40-hex-digit tokens only.
     output = ctx.manage("shell", "-c", ACCOUNTS.format(n=max(LEVELS)))
     tokens = re.findall(r"^[0-9a-f]{40}$", output, flags=re.MULTILINE)
 
     rows = []
+    meter = CpuMeter(ctx.server, database=ctx.database_name)
     for level in LEVELS:
+        meter.wait_for_quiet(timeout=ctx.quiet_wait)
+        meter.start()
         began = time.monotonic()
         cycles, latencies, errors = _run_level(ctx, tokens[:level])
         elapsed = time.monotonic() - began
+        share = meter.stop()
         if errors:
             raise BenchFailure(f"{errors} claims or decisions failed at {level} reviewers")
         rate = cycles / elapsed
         p50, p99 = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
         note = f"{cycles} cycles in {elapsed:.0f} s; {ctx.server.description}"
+        if share is not None:
+            note += (
+                f"; machine busy {share.busy_share:.0%}, other processes {share.foreign_share:.0%}"
+            )
         rows.append(
             Row(
                 f"claim+decide cycles/s, {level} reviewers",
@@ -157,6 +167,17 @@ def bench_claim_decide(ctx: Context) -> list[Row]:
                 note,
             )
         )
+        if share is not None and cycles:
+            rows.append(
+                Row(
+                    f"CPU per cycle, {level} reviewers",
+                    round((share.ours + share.postgres) / cycles * 1000, 1),
+                    "CPU ms",
+                    "",
+                    f"web and client {share.ours / cycles * 1000:.1f} ms, "
+                    f"PostgreSQL {share.postgres / cycles * 1000:.1f} ms",
+                )
+            )
         rows.append(
             Row(
                 f"claim latency p50, {level} reviewers",
@@ -187,4 +208,8 @@ def bench_claim_decide(ctx: Context) -> list[Row]:
         ).fetchone()
     if decided != distinct or twice:
         raise BenchFailure(f"{decided} decisions for {distinct} items; {twice} without one")
+    try:
+        ctx.manage("audit_verify")
+    except RuntimeError as exc:
+        raise BenchFailure(f"the audit chain does not verify: {exc}") from exc
     return rows

@@ -5,6 +5,8 @@ may. Permission classes here answer 403 to an authenticated caller without the r
 DRF answers 401 to a caller with no credentials before they run.
 """
 
+from collections.abc import Iterable
+
 from django.db import models
 from rest_framework.permissions import BasePermission
 
@@ -20,7 +22,7 @@ class Role(models.TextChoices):
 GROUP_ROLES = (Role.PRODUCER, Role.REVIEWER, Role.ESCALATION_MANAGER, Role.PIPELINE)
 
 # Roles that imply others.
-_IMPLIED = {Role.ESCALATION_MANAGER: {Role.REVIEWER}}
+_IMPLIED: dict[str, set[str]] = {Role.ESCALATION_MANAGER: {Role.REVIEWER}}
 
 
 def user_roles(user) -> frozenset[str]:
@@ -30,7 +32,18 @@ def user_roles(user) -> frozenset[str]:
     cached = getattr(user, "_reviewqueue_roles", None)
     if cached is not None:
         return cached
-    roles = set(user.groups.filter(name__in=GROUP_ROLES).values_list("name", flat=True))
+    names = user.groups.filter(name__in=GROUP_ROLES).values_list("name", flat=True)
+    return roles_remember(user, names)
+
+
+def roles_remember(user, group_names: Iterable[str]) -> frozenset[str]:
+    """Cache on the user object the roles its groups (``group_names``; others than
+    the role groups are ignored) and ``is_staff`` give, implied ones included.
+
+    For whoever read the group names already (an authentication class that loads the
+    user, its groups and its queues in one query).
+    """
+    roles: set[str] = {name for name in group_names if name in GROUP_ROLES}
     if user.is_staff:
         roles.add(Role.ADMIN)
     for role in list(roles):

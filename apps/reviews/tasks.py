@@ -38,8 +38,14 @@ def explain_items(self, *, item_ids: list[int]) -> None:
     ``acks_late``: a worker killed mid-batch leaves the message to be delivered again,
     and running twice stores one explanation (unique per prediction). After the last
     retry the items become claimable with ``explanation_status: failed``.
+
+    A worker's first attempt also takes on other waiting items of the same models, up
+    to ``EXPLAIN_BATCH`` in all: under a backlog of small messages one run explains
+    what many messages named, and those messages then find nothing left to do.
     """
-    failed, error = explanations_compute(item_ids=item_ids)
+    first_on_a_worker = not self.app.conf.task_always_eager and not self.request.retries
+    coalesce = max(0, EXPLAIN_BATCH - len(item_ids)) if first_on_a_worker else 0
+    failed, error = explanations_compute(item_ids=item_ids, coalesce=coalesce)
     if failed and self.app.conf.task_always_eager:
         # In-process (no broker): retry at once, then record the failure.
         for _ in range(self.max_retries):

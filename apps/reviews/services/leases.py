@@ -35,8 +35,9 @@ from apps.reviews.models import (
     Queue,
     ReviewItem,
 )
-from apps.reviews.scope import in_scope, queue_scope
-from apps.reviews.selectors import review_item_for_output
+from apps.reviews.scope import queue_scope
+from apps.reviews.selectors import item_join, review_item_for_output, review_item_visible_to
+from apps.webhooks.services import webhooks_items_escalated
 
 REPEATED_ABANDONMENT = "repeated_abandonment"
 EXPIRY_BATCH = 500
@@ -61,16 +62,11 @@ def parse_token(token: object) -> uuid.UUID | None:
 
 
 def review_item_visible(*, user, item_id: int) -> ReviewItem:
-    """The item, if it lies in the caller's queues; NotFound otherwise."""
-    item = (
-        ReviewItem.objects.select_related(
-            "prediction__model_version", "prediction__explanation", "queue"
-        )
-        .filter(in_scope(user), id=item_id)
-        .first()
-        if 0 < item_id < 2**63
-        else None
-    )
+    """The item, if it lies in the caller's queues; NotFound otherwise.
+
+    With its prediction, model version, queue and explanation, in one statement.
+    """
+    item = review_item_visible_to(user=user, item_id=item_id)
     if item is None:
         raise NotFound(f"No review item {item_id}.", code="item_not_found")
     return item
@@ -98,17 +94,25 @@ def _claim_scope(user, queue: str | None) -> frozenset[int] | None:
 
 
 def _claim_sql(n_queues: int | None) -> str:
-    """One statement: pick the first ready item in order, skip locked ones, lease it."""
+    """One statement: pick the first ready item in order, skip locked ones, lease it.
+
+    On PostgreSQL the statement also returns the leased item joined with what its
+    output shows (a data-modifying CTE); elsewhere only its id.
+    """
     qn = connection.ops.quote_name
     table = qn(ReviewItem._meta.db_table)
     scope = "" if n_queues is None else f"AND queue_id IN ({', '.join(['%s'] * n_queues)})"
     lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    return (
+    update = (
         f"UPDATE {table} SET status = %s, lease_token = %s, leased_by_id = %s, "  # noqa: S608
         f"lease_expires_at = %s, updated_at = %s "
         f"WHERE id = (SELECT id FROM {table} WHERE status = %s {scope} "
         f"ORDER BY due_at, priority DESC, id LIMIT 1 {lock}) "
-        f"RETURNING id, prediction_id"
+    )
+    if connection.vendor != "postgresql":
+        return update + "RETURNING id"
+    return f"WITH claimed AS ({update} RETURNING *) " + item_join(connection.vendor).select_sql(
+        "claimed"
     )
 
 
@@ -128,63 +132,132 @@ def _serialise_claims_of(user) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIM_LOCK_NAMESPACE, user.id])
 
 
+class _ClaimRaced(Exception):
+    """The caller's claim met a lease of theirs it could not see (the unique index)."""
+
+
 def review_item_claim(*, user, queue: str | None = None) -> ReviewItem | None:
     """Lease the highest-priority ready item of the caller's queues; None when none is.
 
     A caller who holds a live lease gets that item back with the lease renewed.
-    One short transaction; the claimed row is locked only by its own UPDATE.
+    One short transaction; the claimed row is locked only by its own UPDATE. On
+    PostgreSQL four statements and the commit: the caller's claim lock, the leases to
+    settle (and the caller's own), the claim (which returns the item's output), the
+    audit event.
     """
     scope = _claim_scope(user, queue)
     now = timezone.now()
     expires_at = now + timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
-    with transaction.atomic():
-        _serialise_claims_of(user)
-        # Expired leases in the caller's queues, and the caller's own anywhere.
-        mine = None if queue_scope(user) is None else in_scope(user) | Q(leased_by=user)
-        review_items_expire_leases(now=now, condition=mine)
-        renewed = ReviewItem.objects.filter(
-            leased_by=user, status=ItemStatus.LEASED, lease_expires_at__gt=now
-        ).update(lease_expires_at=expires_at, updated_at=now)
-        if renewed:
-            held = ReviewItem.objects.filter(leased_by=user, status=ItemStatus.LEASED)
-            return review_item_for_output(item_id=held.values_list("id", flat=True).get())
-        token = uuid.uuid4()
-        # Raw SQL: adapt values as the fields would (SQLite stores UUIDs and times as text).
-        prep = connection.ops
-        params = [
-            ItemStatus.LEASED,
-            ReviewItem._meta.get_field("lease_token").get_db_prep_value(token, connection),
-            user.id,
-            prep.adapt_datetimefield_value(expires_at),
-            prep.adapt_datetimefield_value(now),
-            ItemStatus.READY,
-        ]
-        params += sorted(scope) if scope is not None else []
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(_claim_sql(None if scope is None else len(scope)), params)
-                row = cursor.fetchone()
-        except IntegrityError:
-            # The same reviewer claimed twice at once: the other claim won; hand that back.
-            held = ReviewItem.objects.filter(leased_by=user, status=ItemStatus.LEASED)
-            held_id = held.values_list("id", flat=True).first()
-            return review_item_for_output(item_id=held_id) if held_id else None
-        if row is None:
-            return None
-        item_id, prediction_id = row
-        audit_append(
-            events=[
-                Event(
-                    Action.CLAIMED,
-                    user,
-                    item_id,
-                    prediction_id,
-                    {"lease_expires_at": expires_at.isoformat()},
+    try:
+        with transaction.atomic():
+            _serialise_claims_of(user)
+            held = _settle_leases_of(user=user, now=now)
+            if held is not None:
+                ReviewItem.objects.filter(id=held, leased_by=user, status=ItemStatus.LEASED).update(
+                    lease_expires_at=expires_at, updated_at=now
                 )
-            ],
-            at=now,
+                return review_item_for_output(item_id=held)
+            item = _claim_first(user=user, scope=scope, now=now, expires_at=expires_at)
+            if item is None:
+                return None
+            audit_append(
+                events=[
+                    Event(
+                        Action.CLAIMED,
+                        user,
+                        item.id,
+                        item.prediction_id,
+                        {"lease_expires_at": expires_at.isoformat()},
+                    )
+                ],
+                at=now,
+            )
+            return item
+    except _ClaimRaced:
+        # The same reviewer claimed twice at once and the other claim won (the
+        # transaction above rolled back whole): hand that item back.
+        held_id = (
+            ReviewItem.objects.filter(leased_by=user, status=ItemStatus.LEASED)
+            .values_list("id", flat=True)
+            .first()
         )
-    return review_item_for_output(item_id=item_id)
+        return review_item_for_output(item_id=held_id) if held_id else None
+
+
+def _claim_first(*, user, scope: frozenset[int] | None, now, expires_at) -> ReviewItem | None:
+    """Run the claim statement; the leased item, or None when nothing is ready."""
+    token = uuid.uuid4()
+    # Raw SQL: adapt values as the fields would (SQLite stores UUIDs and times as text).
+    prep = connection.ops
+    params = [
+        ItemStatus.LEASED,
+        ReviewItem._meta.get_field("lease_token").get_db_prep_value(token, connection),
+        user.id,
+        prep.adapt_datetimefield_value(expires_at),
+        prep.adapt_datetimefield_value(now),
+        ItemStatus.READY,
+    ]
+    params += sorted(scope) if scope is not None else []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_claim_sql(None if scope is None else len(scope)), params)
+            row = cursor.fetchone()
+    except IntegrityError as exc:
+        raise _ClaimRaced from exc
+    if row is None:
+        return None
+    if connection.vendor != "postgresql":
+        return review_item_for_output(item_id=row[0])
+    return item_join(connection.vendor).load(row)
+
+
+def _settle_leases_of(*, user, now: datetime) -> int | None:
+    """Expire the expired leases of the caller's queues and the caller's own anywhere;
+    the id of the item the caller holds a live lease on, if any (its row locked).
+
+    One statement reads both (skipping rows other transactions hold); the expiry
+    writes run only when something expired, which a claim rarely finds.
+    """
+    scope = queue_scope(user)
+    prep = connection.ops
+    at = prep.adapt_datetimefield_value(now)
+    params = [at, ItemStatus.LEASED, user.id, at, *(sorted(scope) if scope is not None else [])]
+    with connection.cursor() as cursor:
+        cursor.execute(_settle_sql(None if scope is None else len(scope)), params)
+        found = cursor.fetchall()
+    due_at = ReviewItem._meta.get_field("due_at")
+    convert = [*prep.get_db_converters(due_at.get_col("i")), *due_at.get_db_converters(connection)]
+    held, rows = None, []
+    for item_id, prediction_id, holder_id, expiries, due, expired in found:
+        if not expired:
+            held = item_id  # the caller's own live lease (the query admits no other)
+            continue
+        for converter in convert:
+            due = converter(due, due_at, connection)
+        rows.append(
+            {
+                "id": item_id,
+                "prediction_id": prediction_id,
+                "leased_by_id": holder_id,
+                "lease_expiries": expiries,
+                "due_at": due,
+            }
+        )
+    _expire(rows=rows[:EXPIRY_BATCH], now=now)
+    return held
+
+
+def _settle_sql(n_queues: int | None) -> str:
+    """Leased rows that are the caller's or expired in the caller's queues, locked."""
+    table = connection.ops.quote_name(ReviewItem._meta.db_table)
+    scope = "" if n_queues is None else f"AND queue_id IN ({', '.join(['%s'] * n_queues)})"
+    lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    return (
+        f"SELECT id, prediction_id, leased_by_id, lease_expiries, due_at, "  # noqa: S608
+        f"lease_expires_at <= %s FROM {table} WHERE status = %s "
+        f"AND (leased_by_id = %s OR (lease_expires_at <= %s {scope})) "
+        f"ORDER BY id LIMIT {EXPIRY_BATCH + 1} {lock}"
+    )
 
 
 def review_item_heartbeat(*, user, item_id: int, token: object) -> ReviewItem:
@@ -230,59 +303,67 @@ def review_items_expire_leases(*, now: datetime, condition: Q | None = None) -> 
             ReviewItem.objects.select_for_update(skip_locked=True)
             .filter(condition or Q(), status=ItemStatus.LEASED, lease_expires_at__lte=now)
             .order_by("id")
-            .values("id", "prediction_id", "leased_by_id", "lease_expiries", "due_at")[
-                :EXPIRY_BATCH
-            ]
+            .values(*_EXPIRY_COLUMNS)[:EXPIRY_BATCH]
         )
-        if not rows:
-            return 0
-        limit = settings.REVIEW_MAX_LEASE_EXPIRIES
-        abandoned = [r for r in rows if r["lease_expiries"] + 1 >= limit]
-        returned = [r for r in rows if r["lease_expiries"] + 1 < limit]
-        ReviewItem.objects.filter(id__in=[r["id"] for r in returned]).update(
-            status=ItemStatus.READY,
-            lease_expiries=F("lease_expiries") + 1,
-            updated_at=now,
-            **CLEARED_LEASE,
-        )
-        ReviewItem.objects.filter(id__in=[r["id"] for r in abandoned]).update(
-            status=ItemStatus.ESCALATED,
-            lease_expiries=F("lease_expiries") + 1,
-            updated_at=now,
-            **CLEARED_LEASE,
-        )
-        Escalation.objects.bulk_create(
-            [
-                Escalation(
-                    item_id=r["id"],
-                    reason=REPEATED_ABANDONMENT,
-                    raised_at=now,
-                    lateness_seconds=max(0.0, (now - r["due_at"]).total_seconds()),
-                    status=EscalationStatus.OPEN,
-                    comment=f"The lease expired {limit} times without a decision.",
-                )
-                for r in abandoned
-            ]
-        )
-        events = [
-            Event(
-                Action.LEASE_EXPIRED,
-                None,
-                r["id"],
-                r["prediction_id"],
-                {"holder_id": r["leased_by_id"], "expiries": r["lease_expiries"] + 1},
-            )
-            for r in rows
-        ]
-        events += [
-            Event(
-                Action.ESCALATED,
-                None,
-                r["id"],
-                r["prediction_id"],
-                {"reason": REPEATED_ABANDONMENT},
+        _expire(rows=rows, now=now)
+    return len(rows)
+
+
+_EXPIRY_COLUMNS = ("id", "prediction_id", "leased_by_id", "lease_expiries", "due_at")
+
+
+def _expire(*, rows: list[dict], now: datetime) -> None:
+    """Return the items of ``rows`` (locked, leased, expired) to the queue, or escalate
+    those that reached the expiry limit; with their audit events."""
+    if not rows:
+        return
+    limit = settings.REVIEW_MAX_LEASE_EXPIRIES
+    abandoned = [r for r in rows if r["lease_expiries"] + 1 >= limit]
+    returned = [r for r in rows if r["lease_expiries"] + 1 < limit]
+    ReviewItem.objects.filter(id__in=[r["id"] for r in returned]).update(
+        status=ItemStatus.READY,
+        lease_expiries=F("lease_expiries") + 1,
+        updated_at=now,
+        **CLEARED_LEASE,
+    )
+    ReviewItem.objects.filter(id__in=[r["id"] for r in abandoned]).update(
+        status=ItemStatus.ESCALATED,
+        lease_expiries=F("lease_expiries") + 1,
+        updated_at=now,
+        **CLEARED_LEASE,
+    )
+    Escalation.objects.bulk_create(
+        [
+            Escalation(
+                item_id=r["id"],
+                reason=REPEATED_ABANDONMENT,
+                raised_at=now,
+                lateness_seconds=max(0.0, (now - r["due_at"]).total_seconds()),
+                status=EscalationStatus.OPEN,
+                comment=f"The lease expired {limit} times without a decision.",
             )
             for r in abandoned
         ]
-        audit_append(events=events, at=now)
-    return len(rows)
+    )
+    webhooks_items_escalated(item_ids=[r["id"] for r in abandoned], at=now)
+    events = [
+        Event(
+            Action.LEASE_EXPIRED,
+            None,
+            r["id"],
+            r["prediction_id"],
+            {"holder_id": r["leased_by_id"], "expiries": r["lease_expiries"] + 1},
+        )
+        for r in rows
+    ]
+    events += [
+        Event(
+            Action.ESCALATED,
+            None,
+            r["id"],
+            r["prediction_id"],
+            {"reason": REPEATED_ABANDONMENT},
+        )
+        for r in abandoned
+    ]
+    audit_append(events=events, at=now)
