@@ -32,3 +32,14 @@ class ReviewItemAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(QueueMembership)
+class QueueMembershipAdmin(admin.ModelAdmin):
+    """Who works on which queue. An account with no membership works on every queue."""
+
+    list_display = ("queue", "user")
+    list_filter = ("queue",)
+    list_select_related = ("queue", "user")
+    search_fields = ("queue__name", "user__username")
+    autocomplete_fields = ("queue", "user")
