@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import claims, explanations, harness, intake
+from bench import claims, explanations, harness, intake, labels, review_screen
 from bench.harness import BenchFailure, Context, Row
 
 Benchmark = Callable[[Context], list[Row]]
@@ -42,6 +42,8 @@ BENCHMARKS: list[Benchmark] = [
     intake.bench_bulk_intake,
     claims.bench_claim_decide,
     explanations.bench_explanations,
+    review_screen.bench_review_screen,
+    labels.bench_label_feed,
 ]
 
 

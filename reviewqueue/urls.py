@@ -9,6 +9,7 @@ api_v1 = [
     path("", include("apps.registry.urls")),
     path("", include("apps.predictions.urls")),
     path("", include("apps.reviews.urls")),
+    path("", include("apps.labels.urls")),
 ]
 
 urlpatterns = [
@@ -18,6 +19,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    path("", include("apps.ui.urls")),
     path("", index, name="index"),
 ]
 

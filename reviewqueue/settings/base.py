@@ -37,6 +37,9 @@ INSTALLED_APPS = [
     "apps.reviews",
     "apps.audit",
     "apps.explanations",
+    "apps.ui",
+    "apps.labels",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -49,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.ui.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "reviewqueue.urls"
@@ -98,7 +102,21 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
-LOGIN_URL = "/admin/login/"
+# Browser sessions: the review screens log in at /login/; a session ends after
+# REVIEW_SESSION_SECONDS (a working day) or when the browser closes.
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/queues/"
+LOGOUT_REDIRECT_URL = "/login/"
+SESSION_COOKIE_AGE = env.int("REVIEW_SESSION_SECONDS", default=9 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+# The Content-Security-Policy of HTML pages (apps.ui.middleware): scripts only from
+# this server, never inline. Swagger UI (/api/docs/) ships an inline script; it keeps
+# its own page as it is.
+CSP_EXEMPT_PATHS = ("/api/docs/",)
 
 # Bodies above this size are refused with 413 before anything reads them.
 MAX_BODY_BYTES = env.int("MAX_BODY_BYTES", default=10 * 1024 * 1024)
@@ -108,7 +126,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes a missing credential a 401.
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's token authentication that also reads the caller's roles and queues.
+        "apps.reviews.authentication.CallerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -166,7 +185,16 @@ CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "reviews.expire_leases", "schedule": 15.0},
     "escalate-sla-breaches": {"task": "reviews.escalate_sla_breaches", "schedule": 30.0},
     "sweep-explanations": {"task": "reviews.sweep_explanations", "schedule": 30.0},
+    "sweep-exports": {"task": "labels.sweep_exports", "schedule": 60.0},
+    "sweep-webhooks": {"task": "webhooks.sweep", "schedule": 10.0},
 }
+
+# Label exports: where files are built (shared by web processes and workers), how long
+# a download link lives, and how long a build may go without progress before another
+# worker takes it over.
+EXPORT_ROOT = env.path("EXPORT_ROOT", default=BASE_DIR / "var" / "exports")
+EXPORT_LINK_SECONDS = env.int("EXPORT_LINK_SECONDS", default=3600)
+EXPORT_STALE_SECONDS = env.int("EXPORT_STALE_SECONDS", default=300)
 
 # Review workflow tunables.
 REVIEW_LEASE_SECONDS = env.int("REVIEW_LEASE_SECONDS", default=600)
@@ -175,6 +203,17 @@ REVIEW_EXPLANATION_GRACE_SECONDS = env.int("REVIEW_EXPLANATION_GRACE_SECONDS", d
 # The expiry that escalates an item (repeated_abandonment) instead of requeueing it.
 REVIEW_MAX_LEASE_EXPIRIES = env.int("REVIEW_MAX_LEASE_EXPIRIES", default=5)
 REVIEW_DEFAULT_SLA_SECONDS = env.int("REVIEW_DEFAULT_SLA_SECONDS", default=24 * 3600)
+# Webhooks (docs/webhooks.md). Private, loopback and link-local receivers are refused
+# unless this is on (a receiver on a private network, tests).
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=False)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_MAX_REDIRECTS = env.int("WEBHOOK_MAX_REDIRECTS", default=3)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+# The wait after the n-th failed attempt: base * 2**(n-1) seconds, at most the cap.
+WEBHOOK_BACKOFF_BASE_SECONDS = env.int("WEBHOOK_BACKOFF_BASE_SECONDS", default=10)
+WEBHOOK_BACKOFF_MAX_SECONDS = env.int("WEBHOOK_BACKOFF_MAX_SECONDS", default=3600)
+# A first attempt not made this long after its message was sent is sent again.
+WEBHOOK_SWEEP_GRACE_SECONDS = env.int("WEBHOOK_SWEEP_GRACE_SECONDS", default=60)
 # When set, /metrics asks for "Authorization: Bearer <token>".
 REVIEW_METRICS_TOKEN = env("REVIEW_METRICS_TOKEN", default="")
 
