@@ -22,27 +22,6 @@ from .selectors import ModelInfo, reviewer_pseudonym
 
 CHUNK_ROWS = 2000
 
-FIELDS = (
-    "cursor",
-    "prediction_id",
-    "external_id",
-    "model",
-    "features",
-    "context",
-    "model_label",
-    "model_probabilities",
-    "label",
-    "source",
-    "overridden",
-    "reason_code",
-    "reasons",
-    "reviewer",
-    "decided_at",
-    "selection_probability",
-    "explanation",
-)
-JSON_FIELDS = frozenset({"features", "context", "model_probabilities", "reasons", "explanation"})
-
 CONTENT_TYPES = {
     "jsonl": "application/x-ndjson",
     "csv": "text/csv; charset=utf-8",
@@ -215,6 +194,7 @@ PARQUET_SCHEMA = pa.schema(
         ("explanation", pa.string()),
     ]
 )
+FIELDS = tuple(PARQUET_SCHEMA.names)
 CSV_SCHEMA = PARQUET_SCHEMA.set(
     PARQUET_SCHEMA.get_field_index("decided_at"), pa.field("decided_at", pa.string())
 )

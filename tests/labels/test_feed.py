@@ -192,6 +192,7 @@ def test_jsonl_csv_and_parquet_agree_row_for_row(model_version, reviewer, pipeli
     assert cursor_jsonl == cursor_csv == cursor_parquet
     parquet_rows = table.to_pylist()
     assert len(jsonl) == len(csv_rows) == len(parquet_rows) == 7
+    assert list(jsonl[0]) == list(csv_rows[0]) == table.column_names  # same fields, same order
     for from_jsonl, from_csv, from_parquet in zip(jsonl, csv_rows, parquet_rows, strict=True):
         csv_row = _normalised(from_csv)
         csv_row["prediction_id"] = int(csv_row["prediction_id"])
