@@ -35,3 +35,12 @@ def explanation_for_reviewer(
         "additivity_error": explanation.additivity_error,
         "contributions": rows,
     }
+
+
+def explained_label(*, method: str, output: str, labels: list[str], predicted: str) -> str:
+    """The class an explanation is about (see shap_core): a binary model with one raw
+    log-odds output (boosted trees, linear) is explained as the log-odds of its second
+    label; otherwise, and for precomputed attributions, the predicted label is."""
+    if method != "precomputed" and output == "log_odds" and len(labels) == 2:
+        return labels[1]
+    return predicted

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.roles import Role, has_role
 from apps.core.exceptions import ApplicationError, Conflict
+from apps.explanations.selectors import explained_label
 from apps.reviews.models import EscalationStatus
 from apps.reviews.services import decisions, escalations, leases
 
@@ -141,7 +142,12 @@ def case_context(item) -> dict[str, Any]:
             model_output=explanation["model_output"],
             contributions=explanation["contributions"],
             output=explanation["output"],
-            explained_label=item.prediction.label,
+            explained_label=explained_label(
+                method=explanation["method"],
+                output=explanation["output"],
+                labels=item.prediction.model_version.labels,
+                predicted=item.prediction.label,
+            ),
         )
         # waterfall_svg escapes every text it writes.
         case["waterfall_svg"] = mark_safe(waterfall_svg(layout))  # noqa: S308

@@ -20,7 +20,8 @@ from sklearn.linear_model import LogisticRegression
 
 from apps.explanations import services as explanation_services
 from apps.explanations.models import Explanation
-from apps.explanations.selectors import SENSITIVE_ROW
+from apps.explanations.selectors import SENSITIVE_ROW, explained_label
+from apps.predictions.models import Prediction
 from apps.registry.models import ModelArtifact
 from apps.reviews import tasks
 from apps.reviews.models import ExplanationStatus, ItemStatus, ReviewItem
@@ -140,6 +141,18 @@ def test_lightgbm_binary_matches_its_native_contributions(admin_client, send):
         assert explanation.additivity_error < 1e-6
         total = explanation.base_value + sum(explanation.contributions)
         assert total == pytest.approx(explanation.model_output, abs=1e-6)
+        # and it is named after the class whose log-odds it is (the second label),
+        # whichever label the model predicted
+        prediction = explanation.prediction
+        about = explained_label(
+            method=explanation.method,
+            output=explanation.output,
+            labels=labels,
+            predicted=prediction.label,
+        )
+        probability = 1 / (1 + np.exp(-explanation.model_output))
+        assert probability == pytest.approx(prediction.probabilities[about], abs=1e-6)
+    assert {p.label for p in Prediction.objects.all()} == set(labels)  # both were predicted
 
 
 @pytest.mark.parametrize("model_format", ["json", "ubj"])
