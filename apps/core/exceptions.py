@@ -117,3 +117,13 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     code = next((c for cls, (c, _) in _DRF_CODES.items() if isinstance(exc, cls)), None)
     response.data = error_body(code or exc.default_code, _message(exc.detail))
     return response
+
+
+def validated(serializer_class, data) -> dict:
+    """``data`` checked by an input serializer; ValidationFailed naming each bad field."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("The body must be a JSON object.")
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        raise ValidationFailed("Invalid input.", details=flatten_errors(serializer.errors))
+    return serializer.validated_data

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.roles import Role, role_permission
-from apps.core.exceptions import NotFound, ValidationFailed, flatten_errors
+from apps.core.exceptions import NotFound, validated
 from apps.core.pagination import ResultsCursorPagination
 from apps.registry.selectors import model_version_get
 from apps.reviews.models import DecisionSource
@@ -24,15 +24,6 @@ from .selectors import LabelFilter, label_models, label_page, label_rows
 IsPipeline = role_permission(Role.PIPELINE)
 FORMATS = list(ENCODERS)
 MAX_LIMIT = 100_000
-
-
-def _validated(serializer_class, data) -> dict:
-    if not isinstance(data, dict):
-        raise ValidationFailed("The body must be a JSON object.")
-    serializer = serializer_class(data=data)
-    if not serializer.is_valid():
-        raise ValidationFailed("Invalid input.", details=flatten_errors(serializer.errors))
-    return serializer.validated_data
 
 
 class FilterInputSerializer(serializers.Serializer):
@@ -101,7 +92,7 @@ class LabelFeedApi(PipelineApi):
         },
     )
     def get(self, request):
-        data = _validated(FeedInputSerializer, request.query_params.dict())
+        data = validated(FeedInputSerializer, request.query_params.dict())
         page = label_page(
             after=data.get("after") or cursor_parse(None),
             limit=data.get("limit") or 1000,
@@ -152,7 +143,7 @@ class ExportListCreateApi(PipelineApi):
         responses={202: ExportOutputSerializer},
     )
     def post(self, request):
-        data = _validated(ExportInputSerializer, request.data)
+        data = validated(ExportInputSerializer, request.data)
         job = services.export_create(
             user=request.user,
             request=services.ExportRequest(

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from apps.accounts.roles import Role, role_permission
 from apps.audit.models import Action
 from apps.audit.services import Event, audit_record
-from apps.core.exceptions import ValidationFailed, flatten_errors
+from apps.core.exceptions import ValidationFailed, validated
 from apps.core.pagination import ResultsCursorPagination
 from apps.explanations.selectors import explanation_for_reviewer
 
@@ -189,7 +189,7 @@ class QueueClaimApi(QueueApi):
         responses={200: ItemOutputSerializer, 204: None},
     )
     def post(self, request):
-        data = _validated(ClaimInputSerializer, request.data or {})
+        data = validated(ClaimInputSerializer, request.data or {})
         item = leases.review_item_claim(user=request.user, queue=data.get("queue"))
         if item is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -200,15 +200,6 @@ class TokenInputSerializer(serializers.Serializer):
     lease_token = serializers.CharField(max_length=100)
 
 
-def _validated(serializer_class, data) -> dict:
-    if not isinstance(data, dict):
-        raise ValidationFailed("The body must be a JSON object.")
-    serializer = serializer_class(data=data)
-    if not serializer.is_valid():
-        raise ValidationFailed("Invalid input.", details=flatten_errors(serializer.errors))
-    return serializer.validated_data
-
-
 class ReviewHeartbeatApi(QueueApi):
     @extend_schema(
         operation_id="reviews_heartbeat",
@@ -216,7 +207,7 @@ class ReviewHeartbeatApi(QueueApi):
         responses=ItemOutputSerializer,
     )
     def post(self, request, item_id: int):
-        data = _validated(TokenInputSerializer, request.data)
+        data = validated(TokenInputSerializer, request.data)
         item = leases.review_item_heartbeat(
             user=request.user, item_id=item_id, token=data["lease_token"]
         )
@@ -228,7 +219,7 @@ class ReviewReleaseApi(QueueApi):
         operation_id="reviews_release", request=TokenInputSerializer, responses=ItemOutputSerializer
     )
     def post(self, request, item_id: int):
-        data = _validated(TokenInputSerializer, request.data)
+        data = validated(TokenInputSerializer, request.data)
         item = leases.review_item_release(
             user=request.user, item_id=item_id, token=data["lease_token"]
         )
@@ -246,7 +237,7 @@ class ReviewDecideApi(QueueApi):
         operation_id="reviews_decide", request=DecideInputSerializer, responses=ItemOutputSerializer
     )
     def post(self, request, item_id: int):
-        data = _validated(DecideInputSerializer, request.data)
+        data = validated(DecideInputSerializer, request.data)
         item = decisions.review_item_decide(
             user=request.user,
             item_id=item_id,
@@ -270,7 +261,7 @@ class ReviewEscalateApi(QueueApi):
         responses=ItemOutputSerializer,
     )
     def post(self, request, item_id: int):
-        data = _validated(EscalateInputSerializer, request.data)
+        data = validated(EscalateInputSerializer, request.data)
         item = decisions.review_item_escalate(
             user=request.user,
             item_id=item_id,
@@ -339,7 +330,7 @@ class EscalationResolveApi(EscalationApi):
         responses=EscalationOutputSerializer,
     )
     def post(self, request, escalation_id: int):
-        data = _validated(ResolveInputSerializer, request.data)
+        data = validated(ResolveInputSerializer, request.data)
         escalation = escalations.escalation_resolve(
             user=request.user,
             escalation_id=escalation_id,
@@ -362,7 +353,7 @@ class EscalationReturnApi(EscalationApi):
         responses=EscalationOutputSerializer,
     )
     def post(self, request, escalation_id: int):
-        data = _validated(ReturnInputSerializer, request.data)
+        data = validated(ReturnInputSerializer, request.data)
         escalation = escalations.escalation_return(
             user=request.user,
             escalation_id=escalation_id,
