@@ -129,6 +129,26 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def django_in_process(*, database_url: str, broker_url: str) -> dict[str, str]:
+    """For the profilers: a fresh, migrated database and Django set up in this process
+    (its test client then runs the same code a server would). The environment used."""
+    import warnings
+
+    env = server_environment(database_url=database_url, broker_url=broker_url)
+    env["DJANGO_ALLOWED_HOSTS"] = "testserver,127.0.0.1,localhost"
+    database_recreate(database_url)
+    redis_flush(broker_url)
+    manage(env, "migrate", "--noinput")
+    os.environ.update(env)
+    # No collectstatic here; whitenoise's warning about it says nothing about the API.
+    warnings.filterwarnings("ignore", message="No directory at")
+
+    import django
+
+    django.setup()
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,7 +22,6 @@ import re
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +43,7 @@ def backend_cpu_seconds(pid: int) -> float:
 
 def setup(database_url: str, broker_url: str, items: int) -> tuple[Any, Any]:
     """A migrated database with ready items; Django set up here; the reviewer's client."""
-    env = harness.server_environment(database_url=database_url, broker_url=broker_url)
-    env["DJANGO_ALLOWED_HOSTS"] = "testserver,127.0.0.1,localhost"
-    harness.database_recreate(database_url)
-    harness.redis_flush(broker_url)
-    harness.manage(env, "migrate", "--noinput")
-    os.environ.update(env)
-    warnings.filterwarnings("ignore", message="No directory at")
-
-    import django
-
-    django.setup()
+    env = harness.django_in_process(database_url=database_url, broker_url=broker_url)
     from django.test import Client
 
     from apps.accounts.services import account_token, account_upsert

@@ -18,7 +18,6 @@ import base64
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,7 @@ from bench import explanations, harness
 
 
 def setup(database_url: str, broker_url: str) -> tuple[Any, Any]:
-    env = harness.server_environment(database_url=database_url, broker_url=broker_url)
-    env["DJANGO_ALLOWED_HOSTS"] = "testserver,127.0.0.1,localhost"
-    harness.database_recreate(database_url)
-    harness.manage(env, "migrate", "--noinput")
-    os.environ.update(env)
-    warnings.filterwarnings("ignore", message="No directory at")
-
-    import django
-
-    django.setup()
+    harness.django_in_process(database_url=database_url, broker_url=broker_url)
     from django.test import Client
 
     from apps.accounts.services import account_token, account_upsert

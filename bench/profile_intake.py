@@ -24,7 +24,6 @@ import random
 import statistics
 import sys
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -143,18 +142,7 @@ def instrument(clock: PhaseClock) -> list[str]:
 
 def setup(database_url: str, broker_url: str) -> tuple[Any, str]:
     """A migrated database, Django set up in this process, the producer's client."""
-    env = harness.server_environment(database_url=database_url, broker_url=broker_url)
-    env["DJANGO_ALLOWED_HOSTS"] = "testserver,127.0.0.1,localhost"
-    harness.database_recreate(database_url)
-    harness.redis_flush(broker_url)
-    harness.manage(env, "migrate", "--noinput")
-    os.environ.update(env)
-    # No collectstatic here; whitenoise's warning about it says nothing about intake.
-    warnings.filterwarnings("ignore", message="No directory at")
-
-    import django
-
-    django.setup()
+    env = harness.django_in_process(database_url=database_url, broker_url=broker_url)
     from django.test import Client
 
     from apps.accounts.services import account_token, account_upsert
