@@ -23,5 +23,6 @@ urlpatterns = [
     path("", index, name="index"),
 ]
 
+handler400 = "apps.core.views.bad_request"
 handler404 = "apps.core.views.not_found"
 handler500 = "apps.core.views.server_error"

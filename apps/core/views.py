@@ -53,6 +53,10 @@ def metrics(request):
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
+def bad_request(request, exception=None):
+    return error_response("bad_request", "Bad request.", 400)
+
+
 def not_found(request, exception=None):
     return error_response("not_found", "No such resource.", 404)
 
