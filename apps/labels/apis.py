@@ -4,13 +4,14 @@ from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.roles import Role, role_permission
 from apps.core.exceptions import NotFound, validated
+from apps.core.fields import TextField
 from apps.core.pagination import ResultsCursorPagination
+from apps.core.renderers import JSONRenderer
 from apps.registry.selectors import model_version_get
 from apps.reviews.models import DecisionSource
 from apps.reviews.scope import queue_scope
@@ -22,15 +23,26 @@ from .models import ExportJob
 from .selectors import LabelFilter, label_models, label_page, label_rows
 
 IsPipeline = role_permission(Role.PIPELINE)
+
+
+def file_responses(description: str) -> dict:
+    """A 200 in each label format's media type (the schema of a file: binary)."""
+    return {
+        (200, media_type.split(";")[0]): OpenApiResponse(
+            OpenApiTypes.BINARY, description=description
+        )
+        for media_type in CONTENT_TYPES.values()
+    }
+
+
 FORMATS = list(ENCODERS)
 MAX_LIMIT = 100_000
 
 
 class FilterInputSerializer(serializers.Serializer):
-    after = serializers.CharField(required=False, allow_blank=True, max_length=64)
-    model = serializers.CharField(required=False, max_length=160)
+    after = TextField(required=False, allow_blank=True, max_length=64)
+    model = TextField(required=False, max_length=160)
     source = serializers.ChoiceField(choices=DecisionSource.values, required=False)
-    overridden = serializers.BooleanField(required=False, allow_null=True, default=None)
 
     def validate_after(self, value: str):
         return cursor_parse(value)
@@ -42,7 +54,26 @@ class FilterInputSerializer(serializers.Serializer):
             raise serializers.ValidationError("no such model version") from exc
 
 
+class QueryBooleanField(serializers.BooleanField):
+    """``true`` or ``false`` in a query string, nothing else (not ``1``, ``yes``, ``null``)."""
+
+    def to_internal_value(self, data):
+        if data not in ("true", "false"):
+            self.fail("invalid", input=data)
+        return data == "true"
+
+
+class JSONBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false`` (``null`` where allowed), not ``0``, ``1`` or text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class FeedInputSerializer(FilterInputSerializer):
+    overridden = QueryBooleanField(required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_LIMIT)
     format = serializers.ChoiceField(choices=FORMATS, required=False, default="jsonl")
 
@@ -84,12 +115,9 @@ class LabelFeedApi(PipelineApi):
                 description="The cursor to send as `after` next.",
             ),
         ],
-        responses={
-            200: OpenApiResponse(
-                OpenApiTypes.BINARY,
-                description="Labels as JSONL (one object per line), CSV or Parquet, streamed.",
-            )
-        },
+        responses=file_responses(
+            "Labels as JSONL (one object per line), CSV or Parquet, streamed."
+        ),
     )
     def get(self, request):
         data = validated(FeedInputSerializer, request.query_params.dict())
@@ -110,6 +138,7 @@ class LabelFeedApi(PipelineApi):
 
 
 class ExportInputSerializer(FilterInputSerializer):
+    overridden = JSONBooleanField(required=False, allow_null=True, default=None)
     format = serializers.ChoiceField(choices=FORMATS)
 
 
@@ -162,7 +191,11 @@ class ExportListCreateApi(PipelineApi):
             headers={"Location": f"/api/v1/exports/{job.id}/"},
         )
 
-    @extend_schema(operation_id="exports_list", responses=ExportOutputSerializer(many=True))
+    @extend_schema(
+        operation_id="exports_list",
+        parameters=[OpenApiParameter("cursor", OpenApiTypes.STR)],
+        responses=ExportOutputSerializer(many=True),
+    )
     def get(self, request):
         paginator = ResultsCursorPagination()
         paginator.ordering = "-created_at"
@@ -183,7 +216,7 @@ class ExportDownloadApi(PipelineApi):
     @extend_schema(
         operation_id="exports_download",
         parameters=[OpenApiParameter("token", str, required=True)],
-        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="The export file.")},
+        responses=file_responses("The export file, in the export's format."),
     )
     def get(self, request, export_id):
         job, path = services.export_file(

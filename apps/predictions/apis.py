@@ -3,13 +3,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.roles import Role, role_permission
 from apps.core.exceptions import ValidationFailed
+from apps.core.openapi import error_responses
 from apps.core.pagination import ResultsCursorPagination
 
 from . import selectors
@@ -136,7 +142,14 @@ class PredictionListCreateApi(APIView):
         request=OpenApiTypes.OBJECT,
         responses={
             201: IntakeAnswerSerializer,
-            200: BulkAnswerSerializer,
+            200: PolymorphicProxySerializer(
+                component_name="IntakeAgainOrBulkAnswer",
+                serializers=[IntakeAnswerSerializer, BulkAnswerSerializer],
+                resource_type_field_name=None,
+            ),
+            **error_responses(
+                409, s409="The same external_id was sent before with different content."
+            ),
         },
         description=(
             "One prediction (201 new, 200 the same one sent again), or "

@@ -89,12 +89,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_finite_number(value: Any) -> bool:
+    """A number that is not NaN or infinite; an int of any size is finite (and
+    ``math.isfinite`` would overflow converting a huge one to float)."""
+    return _is_number(value) and (isinstance(value, int) or math.isfinite(value))
+
+
 def _is_scalar(value: Any) -> bool:
-    return (
-        value is None
-        or isinstance(value, str | bool)
-        or (_is_number(value) and math.isfinite(value))
-    )
+    return value is None or isinstance(value, str | bool) or _is_finite_number(value)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -313,7 +315,7 @@ def _value_error(op: str, value: Any) -> str | None:
             return "must be a non-empty list of strings, numbers or booleans"
         return None
     if op in ORDERING_OPS:
-        ok = isinstance(value, str) or (_is_number(value) and math.isfinite(value))
+        ok = isinstance(value, str) or _is_finite_number(value)
         return None if ok else "must be a number or a string"
     return None if _is_scalar(value) else "must be a string, number, boolean or null"
 

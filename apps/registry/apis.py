@@ -1,6 +1,5 @@
 import base64
 import binascii
-import json
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -9,14 +8,20 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.roles import IsAdmin
+from apps.accounts.roles import IsAdmin, Role, role_permission
 from apps.core.exceptions import ValidationFailed
+from apps.core.openapi import error_responses
 from apps.core.pagination import ResultsCursorPagination
-from apps.core.parsers import JSONParser
+from apps.core.parsers import JSONParser, json_loads
 
 from .selectors import model_version_get, model_version_list, reason_codes_by_model
 from .services import model_version_register
 from .spec import SpecError, validate_spec
+
+# Models are read by the accounts that work with them: producers (what to send),
+# reviewers and escalation managers (the reason codes of an override) and admins. A
+# pipeline account reads labels and runs exports, nothing else (API.md).
+CanReadModels = role_permission(Role.PRODUCER, Role.REVIEWER, Role.ESCALATION_MANAGER, Role.ADMIN)
 
 MODEL_REF = OpenApiParameter(
     "ref", OpenApiTypes.STR, OpenApiParameter.PATH, description="Model id or name:version."
@@ -60,8 +65,8 @@ def _parse_registration(request) -> tuple[dict, bytes | None]:
         if not raw_spec:
             raise ValidationFailed("Missing the 'spec' part.", details={"spec": "required"})
         try:
-            spec = json.loads(raw_spec)
-        except (ValueError, UnicodeDecodeError) as exc:
+            spec = json_loads(raw_spec)
+        except (ValueError, RecursionError) as exc:
             raise ValidationFailed(
                 "The 'spec' part is not JSON.", details={"spec": "must be a JSON object"}
             ) from exc
@@ -86,9 +91,7 @@ class ModelListCreateApi(APIView):
     parser_classes = [JSONParser, MultiPartParser]
 
     def get_permissions(self):
-        if self.request.method == "POST":
-            return [IsAdmin()]
-        return super().get_permissions()
+        return [IsAdmin() if self.request.method == "POST" else CanReadModels()]
 
     @extend_schema(
         operation_id="models_list",
@@ -109,7 +112,10 @@ class ModelListCreateApi(APIView):
                 {"spec": serializers.CharField(), "artifact": serializers.FileField()},
             ),
         },
-        responses={201: ModelOutputSerializer},
+        responses={
+            201: ModelOutputSerializer,
+            **error_responses(409, s409="This name:version is registered already."),
+        },
     )
     def post(self, request):
         raw, artifact = _parse_registration(request)
@@ -122,6 +128,8 @@ class ModelListCreateApi(APIView):
 
 
 class ModelDetailApi(APIView):
+    permission_classes = [CanReadModels]
+
     @extend_schema(
         operation_id="models_retrieve", parameters=[MODEL_REF], responses=ModelOutputSerializer
     )

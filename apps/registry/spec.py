@@ -66,7 +66,10 @@ def _text_error(value: Any, *, max_length: int = MAX_TEXT) -> str | None:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    # An int of any size is finite; math.isfinite would overflow converting a huge one.
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _number_list_error(value: Any, length: int) -> str | None:

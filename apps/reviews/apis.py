@@ -11,6 +11,8 @@ from apps.accounts.roles import Role, role_permission
 from apps.audit.models import Action
 from apps.audit.services import Event, audit_record
 from apps.core.exceptions import ValidationFailed, validated
+from apps.core.fields import TextField
+from apps.core.openapi import error_responses
 from apps.core.pagination import ResultsCursorPagination
 from apps.explanations.selectors import explanation_for_reviewer
 
@@ -118,7 +120,7 @@ class ItemOutputSerializer(serializers.Serializer):
             {"token": item.lease_token, "expires_at": item.lease_expires_at}
         ).data
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(serializers.DictField(allow_null=True))
     def get_explanation(self, item) -> dict | None:
         return _item_explanation(item)
 
@@ -156,6 +158,12 @@ class EscalationOutputSerializer(serializers.Serializer):
         ).data
 
 
+# A write under a lease: the lease may be lost (expired, or not the caller's) or the
+# object already moved on.
+LEASED_ITEM_ANSWERS = {200: ItemOutputSerializer, **error_responses(409)}
+ESCALATION_ANSWERS = {200: EscalationOutputSerializer, **error_responses(409)}
+
+
 class QueueApi(APIView):
     """Base for queue endpoints: refusals of authenticated callers are audited."""
 
@@ -179,17 +187,21 @@ def _item_response(item: ReviewItem) -> Response:
 
 
 class ClaimInputSerializer(serializers.Serializer):
-    queue = serializers.CharField(required=False, max_length=100)
+    queue = TextField(required=False, max_length=100)
 
 
 class QueueClaimApi(QueueApi):
     @extend_schema(
         operation_id="queue_claim",
         request=ClaimInputSerializer,
-        responses={200: ItemOutputSerializer, 204: None},
+        responses={
+            200: ItemOutputSerializer,
+            204: None,
+            **error_responses(404, s404="No queue of that name among the caller's."),
+        },
     )
     def post(self, request):
-        data = validated(ClaimInputSerializer, request.data or {})
+        data = validated(ClaimInputSerializer, request.data)
         item = leases.review_item_claim(user=request.user, queue=data.get("queue"))
         if item is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -197,14 +209,14 @@ class QueueClaimApi(QueueApi):
 
 
 class TokenInputSerializer(serializers.Serializer):
-    lease_token = serializers.CharField(max_length=100)
+    lease_token = TextField(max_length=100)
 
 
 class ReviewHeartbeatApi(QueueApi):
     @extend_schema(
         operation_id="reviews_heartbeat",
         request=TokenInputSerializer,
-        responses=ItemOutputSerializer,
+        responses=LEASED_ITEM_ANSWERS,
     )
     def post(self, request, item_id: int):
         data = validated(TokenInputSerializer, request.data)
@@ -216,7 +228,7 @@ class ReviewHeartbeatApi(QueueApi):
 
 class ReviewReleaseApi(QueueApi):
     @extend_schema(
-        operation_id="reviews_release", request=TokenInputSerializer, responses=ItemOutputSerializer
+        operation_id="reviews_release", request=TokenInputSerializer, responses=LEASED_ITEM_ANSWERS
     )
     def post(self, request, item_id: int):
         data = validated(TokenInputSerializer, request.data)
@@ -227,14 +239,14 @@ class ReviewReleaseApi(QueueApi):
 
 
 class DecideInputSerializer(TokenInputSerializer):
-    label = serializers.CharField(max_length=200)
-    reason_code = serializers.CharField(required=False, allow_blank=True, max_length=64)
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    label = TextField(max_length=200)
+    reason_code = TextField(required=False, allow_blank=True, max_length=64)
+    comment = TextField(required=False, allow_blank=True, max_length=5000)
 
 
 class ReviewDecideApi(QueueApi):
     @extend_schema(
-        operation_id="reviews_decide", request=DecideInputSerializer, responses=ItemOutputSerializer
+        operation_id="reviews_decide", request=DecideInputSerializer, responses=LEASED_ITEM_ANSWERS
     )
     def post(self, request, item_id: int):
         data = validated(DecideInputSerializer, request.data)
@@ -250,15 +262,15 @@ class ReviewDecideApi(QueueApi):
 
 
 class EscalateInputSerializer(TokenInputSerializer):
-    reason = serializers.CharField(max_length=64)
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    reason = TextField(max_length=64)
+    comment = TextField(required=False, allow_blank=True, max_length=5000)
 
 
 class ReviewEscalateApi(QueueApi):
     @extend_schema(
         operation_id="reviews_escalate",
         request=EscalateInputSerializer,
-        responses=ItemOutputSerializer,
+        responses=LEASED_ITEM_ANSWERS,
     )
     def post(self, request, item_id: int):
         data = validated(EscalateInputSerializer, request.data)
@@ -310,7 +322,9 @@ class EscalationPagination(ResultsCursorPagination):
 
 class EscalationClaimApi(EscalationApi):
     @extend_schema(
-        operation_id="escalations_claim", request=None, responses=EscalationOutputSerializer
+        operation_id="escalations_claim",
+        request=None,
+        responses=ESCALATION_ANSWERS,
     )
     def post(self, request, escalation_id: int):
         escalation = escalations.escalation_claim(user=request.user, escalation_id=escalation_id)
@@ -318,16 +332,16 @@ class EscalationClaimApi(EscalationApi):
 
 
 class ResolveInputSerializer(serializers.Serializer):
-    label = serializers.CharField(max_length=200)
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    lease_token = serializers.CharField(required=False, max_length=100)
+    label = TextField(max_length=200)
+    comment = TextField(required=False, allow_blank=True, max_length=5000)
+    lease_token = TextField(required=False, max_length=100)
 
 
 class EscalationResolveApi(EscalationApi):
     @extend_schema(
         operation_id="escalations_resolve",
         request=ResolveInputSerializer,
-        responses=EscalationOutputSerializer,
+        responses=ESCALATION_ANSWERS,
     )
     def post(self, request, escalation_id: int):
         data = validated(ResolveInputSerializer, request.data)
@@ -342,15 +356,15 @@ class EscalationResolveApi(EscalationApi):
 
 
 class ReturnInputSerializer(serializers.Serializer):
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    lease_token = serializers.CharField(required=False, max_length=100)
+    comment = TextField(required=False, allow_blank=True, max_length=5000)
+    lease_token = TextField(required=False, max_length=100)
 
 
 class EscalationReturnApi(EscalationApi):
     @extend_schema(
         operation_id="escalations_return",
         request=ReturnInputSerializer,
-        responses=EscalationOutputSerializer,
+        responses=ESCALATION_ANSWERS,
     )
     def post(self, request, escalation_id: int):
         data = validated(ReturnInputSerializer, request.data)

@@ -5,10 +5,13 @@ from rest_framework.test import APIClient
 
 from tests.conftest import ROLES, model_spec, prediction_body
 
+# A pipeline account reads labels and runs exports, nothing else (API.md).
+MODEL_READERS = set(ROLES) - {"pipeline"}
+
 ALLOWED = {
-    ("GET", "/api/v1/models/"): set(ROLES),
+    ("GET", "/api/v1/models/"): MODEL_READERS,
     ("POST", "/api/v1/models/"): {"admin"},
-    ("GET", "/api/v1/models/{model}/"): set(ROLES),
+    ("GET", "/api/v1/models/{model}/"): MODEL_READERS,
     ("GET", "/api/v1/predictions/"): {"producer", "admin"},
     ("POST", "/api/v1/predictions/"): {"producer"},
     ("GET", "/api/v1/predictions/{prediction}/"): {"producer", "admin"},

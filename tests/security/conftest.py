@@ -97,14 +97,19 @@ def _escalations(item_ids):
     return Escalation.objects.filter(item_id__in=item_ids)
 
 
-@pytest.fixture
-def world(db) -> World:
+def world_seed() -> World:
+    """Seed the world in the current database (for fixtures of a wider scope)."""
     members = {role: make_client(f"member-{role}", role, queues=["default"]) for role in ROLES}
     outsiders = {role: make_client(f"outsider-{role}", role, queues=["foreign"]) for role in ROLES}
     w = World(members=members, outsiders=outsiders)
     w.own = _seed_queue("default", members, n=8)
     w.foreign = _seed_queue("foreign", outsiders, n=8)
     return w
+
+
+@pytest.fixture
+def world(db) -> World:
+    return world_seed()
 
 
 def database_state() -> dict[str, str]:
@@ -125,3 +130,66 @@ def database_state() -> dict[str, str]:
             )
             state[table] = cursor.fetchone()[0]
     return state
+
+
+def write_calls(world: World) -> list[tuple[str, APIClient, str, dict]]:
+    """Every JSON write endpoint of the API, for members of ``default``: ``(name,
+    client, path, a valid body)``. Each body would succeed as it is."""
+    own, members = world.own, world.members
+    item, token = own["item"], own["lease_token"]
+    manager = members["escalation_manager"]
+    claimed = own["claimed_escalation"]
+    lease = {"lease_token": own["escalation_lease_token"]}
+    return [
+        ("models", members["admin"], "/api/v1/models/", model_spec(name="attack-model")),
+        (
+            "predictions",
+            members["producer"],
+            "/api/v1/predictions/",
+            prediction_body("attack-1", model=own["model_ref"]),
+        ),
+        (
+            "predictions-bulk",
+            members["producer"],
+            "/api/v1/predictions/",
+            {"items": [prediction_body("attack-2", model=own["model_ref"])]},
+        ),
+        ("claim", members["reviewer"], "/api/v1/queue/claim/", {"queue": "default"}),
+        (
+            "heartbeat",
+            members["reviewer"],
+            f"/api/v1/reviews/{item}/heartbeat/",
+            {"lease_token": token},
+        ),
+        (
+            "release",
+            members["reviewer"],
+            f"/api/v1/reviews/{item}/release/",
+            {"lease_token": token},
+        ),
+        (
+            "decide",
+            members["reviewer"],
+            f"/api/v1/reviews/{item}/decide/",
+            {"lease_token": token, "label": "approve", "comment": "fine"},
+        ),
+        (
+            "escalate",
+            members["reviewer"],
+            f"/api/v1/reviews/{item}/escalate/",
+            {"lease_token": token, "reason": "unclear_case", "comment": "why"},
+        ),
+        (
+            "escalation-resolve",
+            manager,
+            f"/api/v1/escalations/{claimed}/resolve/",
+            {"label": "deny", "comment": "resolved", **lease},
+        ),
+        (
+            "escalation-return",
+            manager,
+            f"/api/v1/escalations/{claimed}/return/",
+            {"comment": "back", **lease},
+        ),
+        ("exports", members["pipeline"], "/api/v1/exports/", {"format": "jsonl"}),
+    ]
