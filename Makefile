@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reviewqueue
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: demo test lint bench services browser install clean retrain-demo
+.PHONY: demo test lint bench soak services browser install clean retrain-demo
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,14 @@ test: $(STAMP) services browser lint
 
 bench: $(STAMP) services
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python bench/run.py
+
+# The mixed-load soak with faults (tests/soak): the whole stack for SOAK_SECONDS, then
+# a drain and the checks. Its own database (<name>_soak on TEST_DATABASE_URL's server)
+# and its own redis-server on a free port.
+SOAK_SECONDS ?= 180
+soak: $(STAMP) services
+	DATABASE_URL=$(TEST_DATABASE_URL) SOAK_SECONDS=$(SOAK_SECONDS) \
+		$(BIN)/python -m pytest tests/soak -m soak -s
 
 clean:
 	rm -rf $(VENV) staticfiles reviewqueue.sqlite3

@@ -85,8 +85,10 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_worker(broker_url: str, **env: str) -> subprocess.Popen:
-    """A worker started as a deployment starts it (no -Q: it consumes every queue)."""
+def start_worker(broker_url: str, *, log: Path | None = None, **env: str) -> subprocess.Popen:
+    """A worker started as a deployment starts it (no -Q: it consumes every queue).
+
+    With ``log``, its output goes to that file (appended) instead of this process's."""
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "reviewqueue.settings.local",
@@ -94,6 +96,15 @@ def start_worker(broker_url: str, **env: str) -> subprocess.Popen:
         "CELERY_BROKER_URL": broker_url,
         **env,
     }
+    output = log.open("ab") if log is not None else None
+    try:
+        return _popen_worker(environment, output)
+    finally:
+        if output is not None:
+            output.close()
+
+
+def _popen_worker(environment: dict[str, str], output) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -111,6 +122,8 @@ def start_worker(broker_url: str, **env: str) -> subprocess.Popen:
         ],
         cwd=ROOT,
         env=environment,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
     )
 
 
