@@ -62,8 +62,8 @@ def export_create(*, user, request: ExportRequest) -> ExportJob:
 def _enqueue(task, job_id: uuid.UUID) -> None:
     try:
         task.delay(job_id=str(job_id))
-    except Exception:  # the broker is down: the sweeper sends it again
-        logger.warning("could not enqueue export %s; the sweeper will", job_id, exc_info=True)
+    except Exception as exc:  # the broker is down: the sweeper sends it again
+        logger.warning("could not enqueue export %s (%s); the sweeper will", job_id, exc)
 
 
 def export_get(*, user, job_id: uuid.UUID) -> ExportJob:

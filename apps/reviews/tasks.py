@@ -73,8 +73,13 @@ def enqueue_explanations(*, item_ids: list[int]) -> None:
         batch = item_ids[start : start + EXPLAIN_BATCH]
         try:
             explain_items.delay(item_ids=batch)
-        except Exception:
-            logger.exception("explanation work for %d items not sent; the sweeper will", len(batch))
+        except Exception as exc:  # the broker is down: the rest would fail the same way
+            logger.warning(
+                "explanation work for %d items not sent (%s); the sweeper will",
+                len(item_ids) - start,
+                exc,
+            )
+            return
 
 
 @shared_task(name="reviews.sweep_explanations", ignore_result=True)

@@ -243,8 +243,8 @@ def webhook_deliveries_enqueue(*, delivery_ids: Sequence[int]) -> None:
     for delivery_id in delivery_ids:
         try:
             deliver.delay(delivery_id=delivery_id)
-        except Exception:
-            logger.exception("webhook deliveries not sent to the broker; the sweeper will")
+        except Exception as exc:
+            logger.warning("webhook deliveries not sent to the broker (%s); the sweeper will", exc)
             return
 
 
