@@ -24,6 +24,7 @@ from apps.reviews.services.escalations import escalation_claim
 from apps.reviews.services.leases import review_item_claim
 from tests.conftest import ROLES, make_client, model_spec, prediction_body
 from tests.reviews.conftest import make_items
+from tests.webhooks.conftest import public_loopback  # noqa: F401 (a fixture, for test_attack_ssrf)
 
 QUEUES = ("default", "foreign")
 

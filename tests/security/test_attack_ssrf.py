@@ -161,23 +161,8 @@ def test_deliveries_to_internal_addresses_are_refused_and_logged(
     assert internal.requests == []
 
 
-@pytest.fixture
-def public_receiver(monkeypatch):
-    """A receiver that passes for public: 127.0.0.2 (no test reaches the internet);
-    every other address keeps the guard's real rules."""
-    real = outbound.address_refusal
-
-    def refusal(ip):
-        return None if str(ip) == "127.0.0.2" else real(ip)
-
-    monkeypatch.setattr(outbound, "address_refusal", refusal)
-    r = Receiver(host="127.0.0.2").start()
-    yield r
-    r.stop()
-
-
-def test_a_public_receiver_cannot_redirect_a_delivery_inside(
-    world, internal, public_receiver, dns, monkeypatch, django_capture_on_commit_callbacks
+def test_a_public_loopback_cannot_redirect_a_delivery_inside(
+    world, internal, public_loopback, dns, monkeypatch, django_capture_on_commit_callbacks
 ):
     # given an allowed receiver that answers every POST with a redirect inside, one
     # subscription per internal spelling (its path picks the target)
@@ -185,17 +170,17 @@ def test_a_public_receiver_cannot_redirect_a_delivery_inside(
     for i in range(len(targets)):
         webhook_subscription_create(
             name=f"redirecting-{i}",
-            url=f"http://127.0.0.2:{public_receiver.port}/r/{i}",
+            url=f"http://127.0.0.2:{public_loopback.port}/r/{i}",
             events=["prediction.decided"],
         )
-    public_receiver.redirect_to = None
+    public_loopback.redirect_to = None
     redirects = {f"/r/{i}": target for i, target in enumerate(targets)}
     original = outbound.post
 
     def answer_by_path(url, **kwargs):
         # the receiver redirects each path to its target (one receiver for all)
-        path = url.split(str(public_receiver.port), 1)[-1]
-        public_receiver.redirect_to = redirects.get(path)
+        path = url.split(str(public_loopback.port), 1)[-1]
+        public_loopback.redirect_to = redirects.get(path)
         return original(url, **kwargs)
 
     monkeypatch.setattr(outbound, "post", answer_by_path)
@@ -203,25 +188,25 @@ def test_a_public_receiver_cannot_redirect_a_delivery_inside(
     decide_own_item(world, django_capture_on_commit_callbacks)
     # then the allowed receiver was asked once per subscription, the redirect was
     # refused, and nothing reached loopback or anything inside
-    assert sorted(r.path for r in public_receiver.requests) == sorted(redirects)
+    assert sorted(r.path for r in public_loopback.requests) == sorted(redirects)
     assert_refused_deliveries(len(targets))
     assert internal.requests == []
 
 
 def test_a_redirect_chain_ending_inside_is_refused_at_the_last_hop(
-    world, internal, public_receiver, django_capture_on_commit_callbacks
+    world, internal, public_loopback, django_capture_on_commit_callbacks
 ):
     # given a public receiver that redirects to a second public one, which redirects
     # to loopback in its decimal spelling
     second = Receiver(host="127.0.0.2", redirect_to=f"http://2130706433:{internal.port}/").start()
     try:
-        public_receiver.redirect_to = second.url
+        public_loopback.redirect_to = second.url
         webhook_subscription_create(
-            name="chain", url=public_receiver.url, events=["prediction.decided"]
+            name="chain", url=public_loopback.url, events=["prediction.decided"]
         )
         decide_own_item(world, django_capture_on_commit_callbacks)
     finally:
         second.stop()
-    assert (len(public_receiver.requests), len(second.requests)) == (1, 1)
+    assert (len(public_loopback.requests), len(second.requests)) == (1, 1)
     assert_refused_deliveries(1)
     assert internal.requests == []

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from apps.webhooks import outbound
 from apps.webhooks.models import WebhookSubscription
 from apps.webhooks.services import webhook_subscription_create
 from tests.conftest import make_client
@@ -75,6 +76,21 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver().start()
     yield r
     r.stop()
+
+
+@pytest.fixture
+def public_loopback(monkeypatch):
+    """Let 127.0.0.2 stand for a public receiver (no test may reach the internet);
+    every other address keeps the real rules."""
+    real = outbound.address_refusal
+
+    def refusal(ip):
+        return None if str(ip) == "127.0.0.2" else real(ip)
+
+    monkeypatch.setattr(outbound, "address_refusal", refusal)
+    public = Receiver(host="127.0.0.2").start()
+    yield public
+    public.stop()
 
 
 @pytest.fixture

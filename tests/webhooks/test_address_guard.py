@@ -148,21 +148,6 @@ def test_the_connection_goes_to_the_checked_address_not_a_second_lookup(fake_dns
     assert receiver.requests[0].path == "/in"
 
 
-@pytest.fixture
-def public_loopback(monkeypatch):
-    """Let 127.0.0.2 stand for a public receiver (no test may reach the internet);
-    every other address keeps the real rules."""
-    real = outbound.address_refusal
-
-    def refusal(ip):
-        return None if str(ip) == "127.0.0.2" else real(ip)
-
-    monkeypatch.setattr(outbound, "address_refusal", refusal)
-    public = Receiver(host="127.0.0.2").start()
-    yield public
-    public.stop()
-
-
 def test_a_redirect_to_a_public_target_is_followed_and_checked(public_loopback):
     final = public_loopback
     first = Receiver(host="127.0.0.2", redirect_to=f"{final.url}?moved=1").start()
