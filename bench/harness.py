@@ -436,17 +436,22 @@ def account_create(env: dict[str, str], name: str, role: str) -> str:
 
 # -- the table ------------------------------------------------------------------------
 
-_GOAL_RE = re.compile(r"^\s*(>=|<=)\s*([\d,._]+)")
+_GOAL_RE = re.compile(r"^\s*(>=|<=|<|>)\s*([\d,._]+)")
+_BOUNDS = {
+    ">=": lambda figure, bound: figure >= bound,
+    "<=": lambda figure, bound: figure <= bound,
+    ">": lambda figure, bound: figure > bound,
+    "<": lambda figure, bound: figure < bound,
+}
 
 
 def goal_met(row: Row) -> str:
-    """``yes``/``no`` when the goal is a ``>=``/``<=`` bound on a numeric figure."""
+    """``yes``/``no`` when the goal is a bound (``>= <= > <``) on a numeric figure."""
     match = _GOAL_RE.match(row.goal)
     if not match or not isinstance(row.figure, int | float):
         return ""
     bound = float(match.group(2).replace(",", "").replace("_", ""))
-    ok = row.figure >= bound if match.group(1) == ">=" else row.figure <= bound
-    return "yes" if ok else "no"
+    return "yes" if _BOUNDS[match.group(1)](row.figure, bound) else "no"
 
 
 def format_figure(figure: float | int | str) -> str:

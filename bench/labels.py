@@ -149,8 +149,9 @@ class RssSampler:
         self.thread.join()
 
 
-def _read_feed(ctx: Context, token: str, fmt: str) -> tuple[int, int, float]:
-    """Read the whole feed; (rows, bytes, seconds)."""
+def _read_feed(ctx: Context, token: str, fmt: str, model: int) -> tuple[int, int, float]:
+    """Read the whole feed of one model (the benchmarks before this one decide items of
+    their own); (rows, bytes, seconds)."""
     http = Http(ctx.server.base_url, token, timeout=600)
     http.headers["Accept"] = "*/*"
     rows = size = 0
@@ -160,7 +161,7 @@ def _read_feed(ctx: Context, token: str, fmt: str) -> tuple[int, int, float]:
         while True:
             http.conn.request(
                 "GET",
-                f"/api/v1/labels/?format={fmt}&limit={PAGE}&after={cursor}",
+                f"/api/v1/labels/?format={fmt}&model={model}&limit={PAGE}&after={cursor}",
                 headers=http.headers,
             )
             response = http.conn.getresponse()
@@ -206,7 +207,7 @@ def bench_label_feed(ctx: Context) -> list[Row]:
     rows = []
     for fmt in ("jsonl", "parquet"):
         with RssSampler(ctx.server.process.pid) as sampler:
-            count, size, seconds = _read_feed(ctx, token, fmt)
+            count, size, seconds = _read_feed(ctx, token, fmt, model["id"])
         if count != LABELS:
             raise BenchFailure(f"{fmt}: the feed gave {count} labels, not {LABELS}")
         rows.append(
