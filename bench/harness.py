@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -280,13 +280,9 @@ class Http:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _process_table() -> dict[int, tuple[int, str, float]]:
-    """pid -> (parent pid, command name, CPU seconds used), from /proc.
-
-    For PostgreSQL processes the name is their title (``postgres: 15/main: postgres
-    reviewqueue_bench 127.0.0.1(5432) idle``), which names the database of a backend.
-    """
-    table = {}
+def processes() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command name, the fields of ``/proc/<pid>/stat`` after the name) of every
+    process alive now: ``fields[0]`` is the state, ``fields[1]`` the parent pid."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -295,16 +291,26 @@ def _process_table() -> dict[int, tuple[int, str, float]]:
                 text = f.read()
         except OSError:
             continue  # gone meanwhile
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        # fields[1] is the parent pid; fields[11] and fields[12] are utime and stime.
+        name_ends = text.rindex(")")
+        yield int(entry), text[text.index("(") + 1 : name_ends], text[name_ends + 2 :].split()
+
+
+def _process_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command name, CPU seconds used), from /proc.
+
+    For PostgreSQL processes the name is their title (``postgres: 15/main: postgres
+    reviewqueue_bench 127.0.0.1(5432) idle``), which names the database of a backend.
+    """
+    table = {}
+    for pid, name, fields in processes():
+        # fields[11] and fields[12] are utime and stime.
         if name.startswith("postgres"):
             try:
-                with open(f"/proc/{entry}/cmdline") as f:
+                with open(f"/proc/{pid}/cmdline") as f:
                     name = f.read().replace("\0", " ").strip() or name
             except OSError:
                 continue
-        table[int(entry)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / _TICK)
+        table[pid] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / _TICK)
     return table
 
 

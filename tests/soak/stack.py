@@ -29,6 +29,7 @@ from bench.harness import (
     database_drop,
     database_recreate,
     manage,
+    processes,
     server_environment,
     server_start,
 )
@@ -60,19 +61,11 @@ def soak_database_url() -> str:
 
 def child_pids(parent: int) -> list[int]:
     """The live processes whose parent is ``parent`` (from /proc)."""
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[1]) == parent and fields[0] not in ("Z", "X"):
-            children.append(int(entry))
-    return sorted(children)
+    return sorted(
+        pid
+        for pid, _, fields in processes()
+        if int(fields[1]) == parent and fields[0] not in ("Z", "X")
+    )
 
 
 class Stack:
