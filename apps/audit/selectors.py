@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .chain import GENESIS, event_hash
+from .chain import GENESIS, stored_event_hash
 from .models import AuditEvent
 
 
@@ -21,16 +21,7 @@ def audit_chain_verify(*, batch_size: int = 5000) -> tuple[int, ChainBreak | Non
         position += 1
         if event.prev_hash != prev_hash:
             return position, ChainBreak(position, event.id, "does not follow its predecessor")
-        expected = event_hash(
-            prev_hash=event.prev_hash,
-            at=event.at,
-            actor_id=event.actor_id,
-            actor=event.actor,
-            action=event.action,
-            item_id=event.item_id,
-            prediction_id=event.prediction_id,
-            data=event.data,
-        )
+        expected = stored_event_hash(event)
         if expected != event.hash:
             return position, ChainBreak(position, event.id, "content does not match its hash")
         prev_hash = event.hash

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from apps.audit.chain import event_hash
+from apps.audit.chain import stored_event_hash
 from apps.audit.models import Action, AuditEvent
 from apps.audit.selectors import audit_chain_verify
 from apps.audit.services import Event, audit_append
@@ -45,16 +45,7 @@ def test_events_appended_in_sql_carry_the_hash_chain_py_computes():
     for before, event in zip([None, *stored], stored, strict=False):
         if before is not None:
             assert event.prev_hash == before.hash
-        assert event.hash == event_hash(
-            prev_hash=event.prev_hash,
-            at=event.at,
-            actor_id=event.actor_id,
-            actor=event.actor,
-            action=event.action,
-            item_id=event.item_id,
-            prediction_id=event.prediction_id,
-            data=event.data,
-        )
+        assert event.hash == stored_event_hash(event)
     assert stored[0].at == T0
     assert audit_chain_verify() == (len(AWKWARD_DATA), None)
 
