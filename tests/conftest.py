@@ -1,7 +1,10 @@
 import pytest
+import redis
+from django.conf import settings
 from rest_framework.test import APIClient
 
 from apps.accounts.services import account_token, account_upsert
+from tests.workers import PrivateRedis, broker_in_use
 
 ROLES = ("producer", "reviewer", "escalation_manager", "pipeline", "admin")
 
@@ -13,6 +16,27 @@ def make_client(username: str, *roles: str, queues=()) -> APIClient:
     client.credentials(HTTP_AUTHORIZATION=f"Token {client.token}")
     client.user = user
     return client
+
+
+@pytest.fixture
+def broker():
+    """Task messages go to the test Redis database (flushed before and after) instead
+    of running inline."""
+    url = settings.TEST_REDIS_URL
+    redis.Redis.from_url(url).flushdb()
+    with broker_in_use(url):
+        yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture
+def private_redis():
+    """A redis-server of the test's own as the broker: the test may stop and start it."""
+    redis_server = PrivateRedis()
+    redis_server.start()
+    with broker_in_use(redis_server.url):
+        yield redis_server
+    redis_server.cleanup()
 
 
 @pytest.fixture

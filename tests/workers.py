@@ -32,6 +32,18 @@ def use_broker(url: str, *, eager: bool) -> None:
     celery_app.amqp._producer_pool = None
 
 
+@contextmanager
+def broker_in_use(url: str):
+    """Send this process's task messages to ``url`` (not run inline) for the block;
+    the previous broker and mode after it."""
+    saved = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
+    use_broker(url, eager=False)
+    try:
+        yield url
+    finally:
+        use_broker(saved[0], eager=saved[1])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,24 +11,17 @@ from django.db.models import Count
 from apps.explanations.models import Explanation
 from apps.reviews.models import ExplanationStatus, ItemStatus, ReviewItem
 from apps.reviews.tasks import sweep_explanations
-from reviewqueue.celery import app as celery_app
 from tests.conftest import make_client
-from tests.workers import PrivateRedis, start_worker, stop_worker, use_broker, wait_until, worker
+from tests.workers import start_worker, stop_worker, use_broker, wait_until, worker
 
 N_FEATURES = 50
 
 
 @pytest.fixture
-def private_redis(settings):
-    """A Redis of this test's own as the broker; explanation work is re-sent at once."""
-    redis_server = PrivateRedis()
-    redis_server.start()
-    saved = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
-    use_broker(redis_server.url, eager=False)
+def private_redis(private_redis, settings):
+    """The shared private Redis; explanation work is re-sent at once."""
     settings.REVIEW_EXPLANATION_GRACE_SECONDS = 0
-    yield redis_server
-    use_broker(saved[0], eager=saved[1])
-    redis_server.cleanup()
+    return private_redis
 
 
 def register_heavy_model():

@@ -14,7 +14,7 @@ from apps.labels.models import ExportJob, ExportStatus
 from apps.labels.services import export_build, exports_sweep
 from reviewqueue.celery import app as celery_app
 from tests.conftest import make_client
-from tests.workers import PrivateRedis, use_broker, wait_until, worker
+from tests.workers import wait_until, worker
 
 from .conftest import decide_items, explain, make_items, read_page
 
@@ -145,17 +145,6 @@ def test_building_is_idempotent_and_a_dead_builder_is_taken_over(decided, pipeli
 
     export_build(job_id=job_id)  # done: nothing more
     assert ExportJob.objects.get(id=job_id).attempts == 2
-
-
-@pytest.fixture
-def private_redis():
-    redis_server = PrivateRedis()
-    redis_server.start()
-    saved = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
-    use_broker(redis_server.url, eager=False)
-    yield redis_server
-    use_broker(saved[0], eager=saved[1])
-    redis_server.cleanup()
 
 
 def test_a_worker_process_builds_the_export(decided, pipeline_client, private_redis, export_root):

@@ -1,26 +1,11 @@
 """The explanation step through a real Celery worker process on the real Redis broker."""
 
 import pytest
-import redis
-from django.conf import settings
 
 from apps.reviews.models import ExplanationStatus, ItemStatus, ReviewItem
 from apps.reviews.tasks import explain_items
-from reviewqueue.celery import app as celery_app
 from tests.conftest import make_client, model_spec, prediction_body
 from tests.workers import use_broker, wait_until, worker
-
-
-@pytest.fixture
-def broker():
-    """Route task messages to the test Redis database instead of running them inline."""
-    url = settings.TEST_REDIS_URL
-    redis.Redis.from_url(url).flushdb()
-    saved = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
-    use_broker(url, eager=False)
-    yield url
-    use_broker(saved[0], eager=saved[1])
-    redis.Redis.from_url(url).flushdb()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,9 +3,7 @@
 from datetime import timedelta
 
 import pytest
-import redis
 import time_machine
-from django.conf import settings
 from django.utils import timezone
 
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery
@@ -15,17 +13,6 @@ from tests.conftest import make_client, model_spec, prediction_body
 from tests.workers import use_broker, wait_until, worker
 
 from .conftest import subscribe, verify
-
-
-@pytest.fixture
-def broker():
-    url = settings.TEST_REDIS_URL
-    redis.Redis.from_url(url).flushdb()
-    saved = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
-    use_broker(url, eager=False)
-    yield url
-    use_broker(saved[0], eager=saved[1])
-    redis.Redis.from_url(url).flushdb()
 
 
 def one_claimed_item():
