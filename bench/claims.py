@@ -20,26 +20,21 @@ import time
 
 import psycopg
 
-from .harness import BenchFailure, Context, CpuMeter, Http, Row
+from .harness import (
+    BenchFailure,
+    Context,
+    CpuMeter,
+    Http,
+    Row,
+    linear_model_spec,
+    ready_items_insert,
+)
 
 ITEMS = 100_000
 LEVELS = (1, 8, 32)
 SECONDS_PER_LEVEL = 15.0
 N_FEATURES = 8
-MODEL = {
-    "name": "bench-claims",
-    "version": "1",
-    "task": "binary_classification",
-    "labels": ["approve", "deny"],
-    "features": [{"name": f"f{i}", "type": "numeric"} for i in range(N_FEATURES)],
-    "explainer": {
-        "kind": "linear",
-        "coef": [0.1] * N_FEATURES,
-        "intercept": 0.0,
-        "background_mean": [0.0] * N_FEATURES,
-    },
-    "routing": {"min_confidence": 0.99, "queue": "bench"},
-}
+MODEL = linear_model_spec("bench-claims", n_features=N_FEATURES, queue="bench")
 
 ACCOUNTS = """
 from apps.accounts.services import account_token, account_upsert
@@ -65,19 +60,7 @@ def make_ready_items(database_url: str, model_id: int, queue_id: int, items: int
             """,
             [model_id, features, probabilities, items],
         )
-        conn.execute(
-            """
-            INSERT INTO reviews_reviewitem
-                (prediction_id, queue_id, status, reasons, priority, due_at,
-                 explanation_status, explanation_error, lease_expiries, created_at,
-                 updated_at)
-            SELECT p.id, %s, 'ready', p.reasons, random(),
-                   now() + interval '4 hours' + (p.id %% 997) * interval '1 second',
-                   'ready', '', 0, now(), now()
-            FROM predictions_prediction p WHERE p.model_version_id = %s
-            """,
-            [queue_id, model_id],
-        )
+        ready_items_insert(conn, model_id=model_id, queue_id=queue_id)
         conn.execute("ANALYZE reviews_reviewitem")
 
 

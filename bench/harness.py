@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -147,6 +148,25 @@ def django_in_process(*, database_url: str, broker_url: str) -> dict[str, str]:
 
     django.setup()
     return env
+
+
+@contextmanager
+def profile_database() -> Iterator[tuple[str, str]]:
+    """For the profilers: the database (``<name>_profile`` beside the bench one) and
+    broker URLs; afterwards Django's connections are closed, the database dropped and
+    the broker flushed."""
+    base = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    database_url = bench_database_url(base).removesuffix("_bench") + "_profile"
+    broker_url = os.environ.get("BENCH_BROKER_URL", DEFAULT_BROKER_URL)
+    try:
+        yield database_url, broker_url
+    finally:
+        if "django.db" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        database_drop(database_url)
+        redis_flush(broker_url)
 
 
 def free_port() -> int:
@@ -432,6 +452,43 @@ class Context:
 
     def manage(self, *args: str) -> str:
         return manage(self.env, *args)
+
+
+def linear_model_spec(name: str, *, n_features: int, queue: str) -> dict[str, Any]:
+    """A model version with ``n_features`` numeric features ``f0``... and a linear
+    explainer (no artifact), routing everything below 0.99 confidence to ``queue``."""
+    return {
+        "name": name,
+        "version": "1",
+        "task": "binary_classification",
+        "labels": ["approve", "deny"],
+        "features": [{"name": f"f{i}", "type": "numeric"} for i in range(n_features)],
+        "explainer": {
+            "kind": "linear",
+            "coef": [0.1] * n_features,
+            "intercept": 0.0,
+            "background_mean": [0.0] * n_features,
+        },
+        "routing": {"min_confidence": 0.99, "queue": queue},
+    }
+
+
+def ready_items_insert(conn: psycopg.Connection, *, model_id: int, queue_id: int) -> None:
+    """A ready review item in ``queue_id`` for every prediction of ``model_id``, due in
+    about four hours (spread over 997 seconds) with a random priority."""
+    conn.execute(
+        """
+        INSERT INTO reviews_reviewitem
+            (prediction_id, queue_id, status, reasons, priority, due_at,
+             explanation_status, explanation_error, lease_expiries, created_at,
+             updated_at)
+        SELECT p.id, %s, 'ready', p.reasons, random(),
+               now() + interval '4 hours' + (p.id %% 997) * interval '1 second',
+               'ready', '', 0, now(), now()
+        FROM predictions_prediction p WHERE p.model_version_id = %s
+        """,
+        [queue_id, model_id],
+    )
 
 
 def account_create(env: dict[str, str], name: str, role: str) -> str:

@@ -22,25 +22,12 @@ import pyarrow.parquet as pq
 
 from apps.explanations.documents import explanation_document
 
-from .harness import BenchFailure, Context, Http, Row, account_create
+from .harness import BenchFailure, Context, Http, Row, account_create, linear_model_spec
 
 LABELS = 1_000_000
 PAGE = 100_000
 N_FEATURES = 30
-MODEL = {
-    "name": "bench-labels",
-    "version": "1",
-    "task": "binary_classification",
-    "labels": ["approve", "deny"],
-    "features": [{"name": f"f{i}", "type": "numeric"} for i in range(N_FEATURES)],
-    "explainer": {
-        "kind": "linear",
-        "coef": [0.1] * N_FEATURES,
-        "intercept": 0.0,
-        "background_mean": [0.0] * N_FEATURES,
-    },
-    "routing": {"min_confidence": 0.99, "queue": "bench-labels"},
-}
+MODEL = linear_model_spec("bench-labels", n_features=N_FEATURES, queue="bench-labels")
 
 
 def make_decided_items(database_url: str, model_id: int, queue_id: int, user_id: int) -> None:

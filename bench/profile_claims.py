@@ -160,26 +160,14 @@ def main() -> int:
     parser.add_argument("--cprofile", action="store_true")
     args = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL", harness.DEFAULT_DATABASE_URL)
-    database_url = harness.bench_database_url(base).removesuffix("_bench") + "_profile"
-    broker_url = os.environ.get("BENCH_BROKER_URL", harness.DEFAULT_BROKER_URL)
-    django_ready = False
-    try:
+    with harness.profile_database() as (database_url, broker_url):
         client, _ = setup(database_url, broker_url, max(args.items, 2 * args.cycles + 100))
-        django_ready = True
         for _ in range(50):  # warm: imports, caches, the connection
             cycle(client)
         if args.pyinstrument or args.cprofile:
             call_tree(client, args.cycles, pyinstrument=args.pyinstrument)
         else:
             measure(client, args.cycles)
-    finally:
-        if django_ready:
-            from django.db import connections
-
-            connections.close_all()
-        harness.database_drop(database_url)
-        harness.redis_flush(broker_url)
     return 0
 
 

@@ -76,13 +76,8 @@ def main() -> int:
     parser.add_argument("--cprofile", action="store_true")
     args = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL", harness.DEFAULT_DATABASE_URL)
-    database_url = harness.bench_database_url(base).removesuffix("_bench") + "_profile"
-    broker_url = os.environ.get("BENCH_BROKER_URL", harness.DEFAULT_BROKER_URL)
-    django_ready = False
-    try:
+    with harness.profile_database() as (database_url, broker_url):
         booster, client = setup(database_url, broker_url)
-        django_ready = True
         import numpy as np
 
         from apps.explanations import services
@@ -123,12 +118,6 @@ def main() -> int:
             f"  the worker's task body: {wall / n * 1e6:.0f} us per row ({n / wall:.0f} rows/s), "
             f"CPU {cpu / n * 1e6:.0f} us per row"
         )
-    finally:
-        if django_ready:
-            from django.db import connections
-
-            connections.close_all()
-        harness.database_drop(database_url)
     return 0
 
 

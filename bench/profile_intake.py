@@ -19,7 +19,6 @@ import argparse
 import functools
 import gc
 import importlib
-import os
 import random
 import statistics
 import sys
@@ -170,13 +169,8 @@ def main() -> int:
     parser.add_argument("--cprofile", action="store_true")
     args = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL", harness.DEFAULT_DATABASE_URL)
-    database_url = harness.bench_database_url(base).removesuffix("_bench") + "_profile"
-    broker_url = os.environ.get("BENCH_BROKER_URL", harness.DEFAULT_BROKER_URL)
-    django_ready = False
-    try:
+    with harness.profile_database() as (database_url, broker_url):
         client, _ = setup(database_url, broker_url)
-        django_ready = True
         model = intake.linear_model()
         rng = random.Random(99)
         for body in intake.batch_bodies(rng, model, "warm", 3):
@@ -186,13 +180,6 @@ def main() -> int:
             call_tree(client, bodies[0], pyinstrument=args.pyinstrument)
         else:
             measure(client, bodies)
-    finally:
-        if django_ready:
-            from django.db import connections
-
-            connections.close_all()
-        harness.database_drop(database_url)
-        harness.redis_flush(broker_url)
     return 0
 
 

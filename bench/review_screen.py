@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 import psycopg
 
-from .harness import BenchFailure, Context, Http, Row
+from .harness import BenchFailure, Context, Http, Row, ready_items_insert
 
 ITEMS = 100_000
 REQUESTS = 300
@@ -78,19 +78,7 @@ def _make_items(database_url: str, model_id: int, queue_id: int) -> None:
             """,
             [total, contributions, model_id],
         )
-        conn.execute(
-            """
-            INSERT INTO reviews_reviewitem
-                (prediction_id, queue_id, status, reasons, priority, due_at,
-                 explanation_status, explanation_error, lease_expiries, created_at,
-                 updated_at)
-            SELECT p.id, %s, 'ready', p.reasons, random(),
-                   now() + interval '4 hours' + (p.id %% 997) * interval '1 second',
-                   'ready', '', 0, now(), now()
-            FROM predictions_prediction p WHERE p.model_version_id = %s
-            """,
-            [queue_id, model_id],
-        )
+        ready_items_insert(conn, model_id=model_id, queue_id=queue_id)
         conn.execute("ANALYZE")
 
 

@@ -22,7 +22,7 @@ from rest_framework.exceptions import ParseError
 
 
 class DuplicateKey(ValueError):
-    pass
+    """A JSON object gave the same key twice."""
 
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
