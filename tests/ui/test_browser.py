@@ -9,11 +9,13 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.signals import request_finished, request_started
 from django.utils import timezone
 from playwright import sync_api
 
@@ -58,10 +60,49 @@ def chromium():
         browser.close()
 
 
+class RequestsInFlight:
+    """Counts the requests the live server is handling (Django's request signals)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+        request_started.connect(self.started)
+        request_finished.connect(self.finished)
+
+    def started(self, **kwargs) -> None:
+        with self.lock:
+            self.count += 1
+
+    def finished(self, **kwargs) -> None:
+        with self.lock:
+            self.count -= 1
+
+    def wait_quiet(self, *, quiet: float = 0.5, timeout: float = 15.0) -> None:
+        """Until no request has been in flight for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.count:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet:
+                return
+            time.sleep(0.05)
+
+    def disconnect(self) -> None:
+        request_started.disconnect(self.started)
+        request_finished.disconnect(self.finished)
+
+
 @pytest.fixture
 def new_page(chromium, live_server, transactional_db):
-    """Pages in fresh browser contexts, closed before the database is emptied."""
+    """Pages in fresh browser contexts, closed before the database is emptied.
+
+    Closing a review page makes the browser send the lease release (a beacon) that the
+    live server may still be handling when ``close()`` returns: the database is only
+    emptied once the server has been idle for a moment, or that request and the
+    emptying's TRUNCATE deadlock."""
     contexts = []
+    in_flight = RequestsInFlight()
 
     def make():
         context = chromium.new_context(viewport={"width": 1360, "height": 1000})
@@ -76,6 +117,8 @@ def new_page(chromium, live_server, transactional_db):
     yield make
     for context in contexts:
         context.close()
+    in_flight.wait_quiet()
+    in_flight.disconnect()
 
 
 def log_in(page, username: str) -> None:
