@@ -117,7 +117,7 @@ def bench_claim_decide(ctx: Context) -> list[Row]:
     if status != 201:
         raise BenchFailure(f"model registration answered {status}: {model}")
     with psycopg.connect(ctx.database_url) as conn:
-        (queue_id,) = conn.execute("SELECT id FROM reviews_queue WHERE name = 'bench'").fetchone()
+        (queue_id,) = conn.execute("SELECT id FROM queues_queue WHERE name = 'bench'").fetchone()
     make_ready_items(ctx.database_url, model["id"], queue_id)
     # The shell may print a line of its own first: keep the 40-hex-digit tokens only.
     output = ctx.manage("shell", "-c", ACCOUNTS.format(n=max(LEVELS)))

@@ -79,7 +79,7 @@ def _explained(database_url: str) -> int:
         # Only this benchmark's queue: other benchmarks leave explained items behind.
         (n,) = conn.execute(
             """
-            SELECT count(*) FROM reviews_reviewitem i JOIN reviews_queue q ON q.id = i.queue_id
+            SELECT count(*) FROM reviews_reviewitem i JOIN queues_queue q ON q.id = i.queue_id
             WHERE q.name = 'shap' AND i.explanation_status = 'ready'
             """
         ).fetchone()

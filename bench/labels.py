@@ -182,7 +182,7 @@ def bench_label_feed(ctx: Context) -> list[Row]:
     token = account_create(ctx.env, "bench-pipeline", "pipeline")
     with psycopg.connect(ctx.database_url) as conn:
         (queue_id,) = conn.execute(
-            "SELECT id FROM reviews_queue WHERE name = 'bench-labels'"
+            "SELECT id FROM queues_queue WHERE name = 'bench-labels'"
         ).fetchone()
         (user_id,) = conn.execute(
             "SELECT id FROM auth_user WHERE username = 'bench-labeler'"

@@ -56,7 +56,7 @@ def setup(database_url: str, broker_url: str, items: int) -> tuple[Any, Any]:
     import psycopg
 
     with psycopg.connect(database_url) as conn:
-        (queue_id,) = conn.execute("SELECT id FROM reviews_queue WHERE name = 'bench'").fetchone()
+        (queue_id,) = conn.execute("SELECT id FROM queues_queue WHERE name = 'bench'").fetchone()
     claims.make_ready_items(database_url, response.json()["id"], queue_id, items)
     return Client(HTTP_AUTHORIZATION=f"Token {account_token(user=reviewer)}"), env
 

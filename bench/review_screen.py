@@ -140,7 +140,7 @@ def bench_review_screen(ctx: Context) -> list[Row]:
         raise BenchFailure(f"model registration answered {status}: {model}")
     with psycopg.connect(ctx.database_url) as conn:
         (queue_id,) = conn.execute(
-            "SELECT id FROM reviews_queue WHERE name = %s", [QUEUE]
+            "SELECT id FROM queues_queue WHERE name = %s", [QUEUE]
         ).fetchone()
     _make_items(ctx.database_url, model["id"], queue_id)
     account = ["bench-screen", "--role", "reviewer", "--queue", QUEUE, "--password", PASSWORD]

@@ -6,7 +6,7 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from apps.reviews.services.queues import queue_get_or_create
+from apps.queues.services import memberships_set
 
 from .roles import GROUP_ROLES, Role
 
@@ -37,7 +37,7 @@ def account_upsert(
             user.set_unusable_password()
         user.save()
         user.groups.set([Group.objects.get_or_create(name=r)[0] for r in GROUP_ROLES if r in roles])
-        user.review_queues.set([queue_get_or_create(name=q) for q in dict.fromkeys(queues)])
+        memberships_set(user=user, queues=queues)
     return user
 
 

@@ -14,8 +14,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from apps.predictions.models import Prediction
+from apps.queues.models import Queue
 from apps.registry.selectors import model_version_list
-from apps.reviews.models import ItemStatus, Queue
+from apps.reviews.models import ItemStatus
 
 MAX_MODEL_VERSIONS = 50
 

@@ -12,9 +12,9 @@ from apps.core.exceptions import NotFound, validated
 from apps.core.fields import TextField
 from apps.core.pagination import ResultsCursorPagination
 from apps.core.renderers import JSONRenderer
+from apps.queues.scope import queue_scope
 from apps.registry.selectors import model_version_get
 from apps.reviews.models import DecisionSource
-from apps.reviews.scope import queue_scope
 
 from . import services
 from .cursor import cursor_parse

@@ -16,8 +16,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.core.exceptions import NotFound
+from apps.queues.scope import queue_scope
 from apps.registry.models import ModelVersion
-from apps.reviews.scope import queue_scope
 
 from .cursor import START, Cursor, cursor_parse
 from .formats import ENCODERS, EXTENSIONS, LabelValues

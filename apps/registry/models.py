@@ -28,7 +28,7 @@ class ModelVersion(models.Model):
     features = models.JSONField(help_text="The feature schema, in the model's input order.")
     explainer = models.JSONField(help_text="Explainer kind and its fields, artifact excluded.")
     routing = models.JSONField(help_text="The routing policy as registered.")
-    queue = models.ForeignKey("reviews.Queue", on_delete=models.PROTECT, related_name="+")
+    queue = models.ForeignKey("queues.Queue", on_delete=models.PROTECT, related_name="+")
     artifact_sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 from apps.core.exceptions import Conflict, ValidationFailed
 from apps.explanations.artifacts import ArtifactError, load_model
 from apps.explanations.probe import probe_artifact
-from apps.reviews.services.queues import queue_get_or_create
+from apps.queues.services import queue_get_or_create
 
 from .models import ModelArtifact, ModelVersion
 from .spec import ModelSpec

@@ -1,4 +1,4 @@
-"""Review queues, the items waiting in them, their decisions and escalations.
+"""The items waiting in review queues, their decisions and escalations.
 
 Invariants, each held by the database:
 - A routed prediction has exactly one review item (a unique one-to-one).
@@ -12,33 +12,6 @@ PostgreSQL holds all state; Celery messages only hint that work is waiting.
 
 from django.conf import settings
 from django.db import models
-
-
-class Queue(models.Model):
-    name = models.CharField(max_length=100, unique=True)
-    members = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, through="QueueMembership", related_name="review_queues"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class QueueMembership(models.Model):
-    queue = models.ForeignKey(Queue, on_delete=models.CASCADE)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["queue", "user"], name="queuemembership_uniq"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.user_id} in {self.queue_id}"
 
 
 class ItemStatus(models.TextChoices):
@@ -59,7 +32,7 @@ class ReviewItem(models.Model):
     prediction = models.OneToOneField(
         "predictions.Prediction", on_delete=models.PROTECT, related_name="review_item"
     )
-    queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="items")
+    queue = models.ForeignKey("queues.Queue", on_delete=models.PROTECT, related_name="items")
     status = models.CharField(max_length=16, choices=ItemStatus.choices, default=ItemStatus.PENDING)
     reasons = models.JSONField(default=list)
     # Higher is riskier; breaks ties between items due at the same time.

@@ -12,19 +12,16 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Model, QuerySet
-from rest_framework.authtoken.models import Token
 
-from apps.accounts.roles import roles_remember
 from apps.explanations.models import Explanation
 from apps.predictions.models import Prediction
+from apps.queues.models import Queue
+from apps.queues.scope import in_scope, queue_scope
 from apps.registry.models import ModelVersion
 
-from .models import Escalation, EscalationStatus, Queue, QueueMembership, ReviewItem
-from .scope import in_scope, queue_scope, scope_remember
+from .models import Escalation, EscalationStatus, ReviewItem
 
 # (model, alias) of the join; the item first.
 _JOINED: tuple[tuple[type[Model], str], ...] = (
@@ -129,46 +126,6 @@ def review_item_visible_to(*, user, item_id: int) -> ReviewItem | None:
     if not 0 < item_id < 2**63:
         return None
     return review_item_in_scope(item_id=item_id, scope=queue_scope(user))
-
-
-@cache
-def _caller_sql(vendor: str) -> tuple[str, list[str], list[str]]:
-    qn = connection.ops.quote_name
-    User = get_user_model()
-    user_fields = [f.attname for f in User._meta.concrete_fields]
-    token_fields = [f.attname for f in Token._meta.concrete_fields]
-    groups = User.groups.through._meta.db_table
-    sql = (
-        f"SELECT {', '.join(f'u.{qn(f)}' for f in user_fields)}, "  # noqa: S608
-        f"{', '.join(f't.{qn(f)}' for f in token_fields)}, "
-        f"ARRAY(SELECT g.name FROM {qn(groups)} ug JOIN {qn(Group._meta.db_table)} g "
-        f"ON g.id = ug.group_id WHERE ug.user_id = u.id), "
-        f"ARRAY(SELECT m.queue_id FROM {qn(QueueMembership._meta.db_table)} m "
-        f"WHERE m.user_id = u.id) "
-        f"FROM {qn(Token._meta.db_table)} t JOIN {qn(User._meta.db_table)} u ON u.id = t.user_id "
-        f"WHERE t.key = %s"
-    )
-    return sql, user_fields, token_fields
-
-
-def caller_by_token(*, key: str) -> Token | None:
-    """The API token ``key`` with its user, the user's roles and queues read in the same
-    statement and cached on the user (``user_roles``, ``queue_scope``); None if no
-    token has that key. PostgreSQL only (arrays)."""
-    sql, user_fields, token_fields = _caller_sql(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [key])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    n = len(user_fields)
-    user = get_user_model().from_db(connection.alias, user_fields, row[:n])
-    token = Token.from_db(connection.alias, token_fields, row[n : n + len(token_fields)])
-    token.user = user
-    group_names, queue_ids = row[-2], row[-1]
-    roles_remember(user, group_names)
-    scope_remember(user, queue_ids)
-    return token
 
 
 def escalation_list(*, user, status: str | None = None) -> QuerySet[Escalation]:

@@ -18,16 +18,10 @@ from django.db.models.functions import TruncDay, TruncHour
 
 from apps.audit.models import AuditEvent
 from apps.explanations.selectors import explanation_for_reviewer
+from apps.queues.models import Queue
+from apps.queues.scope import in_scope, queue_scope
 from apps.registry.models import ReasonCode
-from apps.reviews.models import (
-    ACTIVE_ESCALATION,
-    Decision,
-    Escalation,
-    ItemStatus,
-    Queue,
-    ReviewItem,
-)
-from apps.reviews.scope import in_scope, queue_scope
+from apps.reviews.models import ACTIVE_ESCALATION, Decision, Escalation, ItemStatus, ReviewItem
 from apps.reviews.selectors import escalation_list
 
 HISTORY_LIMIT = 200

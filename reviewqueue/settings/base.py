@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "apps.core",
+    "apps.queues",
     "apps.accounts",
     "apps.registry",
     "apps.predictions",
@@ -127,7 +128,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes a missing credential a 401.
         # DRF's token authentication that also reads the caller's roles and queues.
-        "apps.reviews.authentication.CallerTokenAuthentication",
+        "apps.accounts.authentication.CallerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

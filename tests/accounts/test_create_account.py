@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
 from apps.accounts.roles import user_roles
-from apps.reviews.models import Queue
+from apps.queues.models import Queue
 
 
 def run(*args) -> list[str]:

@@ -18,8 +18,8 @@ def admin_browser(db):
     "path",
     [
         "/admin/",
-        "/admin/reviews/queue/",
-        "/admin/reviews/queue/add/",
+        "/admin/queues/queue/",
+        "/admin/queues/queue/add/",
         "/admin/registry/modelversion/",
         "/admin/predictions/prediction/",
         "/admin/reviews/reviewitem/",

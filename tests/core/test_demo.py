@@ -14,9 +14,9 @@ from apps.core.management.commands.demo_setup import (
     prediction_items,
 )
 from apps.predictions.models import Prediction
+from apps.queues.services import queue_get_or_create
 from apps.registry.models import ModelVersion
 from apps.reviews.models import ItemStatus, ReviewItem
-from apps.reviews.services.queues import queue_get_or_create
 
 pytestmark = pytest.mark.django_db
 

@@ -23,8 +23,8 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from apps.queues.models import Queue
 from apps.registry.models import ModelArtifact, ModelVersion
-from apps.reviews.models import Queue
 from tests.conftest import lightgbm_artifact
 
 from .helpers import MODELS, feature_names, numeric_features, registration

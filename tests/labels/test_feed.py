@@ -7,7 +7,8 @@ import pytest
 
 from apps.explanations.documents import explanation_document
 from apps.explanations.models import Explanation
-from apps.reviews.models import Decision, Escalation, Queue
+from apps.queues.models import Queue
+from apps.reviews.models import Decision, Escalation
 from apps.reviews.services.decisions import review_item_escalate
 from apps.reviews.services.escalations import escalation_claim, escalation_resolve
 from apps.reviews.services.leases import review_item_claim

@@ -6,8 +6,8 @@ import json
 import pytest
 from django.test import override_settings
 
+from apps.queues.models import Queue
 from apps.registry.models import ModelVersion
-from apps.reviews.models import Queue
 from tests.conftest import lightgbm_artifact, model_spec
 
 URL = "/api/v1/models/"

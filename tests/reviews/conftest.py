@@ -17,15 +17,9 @@ from django.utils import timezone
 from apps.accounts.services import account_upsert
 from apps.audit.models import AuditEvent
 from apps.predictions.models import Prediction
+from apps.queues.models import Queue
 from apps.registry.models import ModelVersion
-from apps.reviews.models import (
-    Decision,
-    Escalation,
-    ExplanationStatus,
-    ItemStatus,
-    Queue,
-    ReviewItem,
-)
+from apps.reviews.models import Decision, Escalation, ExplanationStatus, ItemStatus, ReviewItem
 
 
 def make_items(

@@ -10,10 +10,11 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.renderers import JSONRenderer
 
 from apps.accounts.roles import user_roles
+from apps.accounts.selectors import caller_by_token
+from apps.queues.scope import queue_scope
 from apps.reviews.apis import ItemOutputSerializer, item_output
 from apps.reviews.models import ReviewItem
-from apps.reviews.scope import queue_scope
-from apps.reviews.selectors import caller_by_token, review_item_for_output
+from apps.reviews.selectors import review_item_for_output
 from tests.conftest import make_client
 
 

@@ -172,7 +172,7 @@ ADMIN_LISTS = [
     "/admin/webhooks/webhookdelivery/",
     "/admin/predictions/prediction/",
     "/admin/reviews/reviewitem/",
-    "/admin/reviews/queuemembership/",
+    "/admin/queues/queuemembership/",
     "/admin/registry/modelversion/",
 ]
 

@@ -612,8 +612,8 @@ def test_a_form_without_the_csrf_token_is_refused(seeded, name):
 def admin_requests(world: World) -> list[tuple[str, str, dict[str, Any] | None]]:
     """The admin's index, each registered model's list and add form (filled in for
     queues, reason codes and accounts), and the confirmed delete of a queue."""
+    from apps.queues.models import Queue
     from apps.registry.models import ReasonCode
-    from apps.reviews.models import Queue
 
     filled = {
         Queue: {"name": "matrix-queue"},
@@ -627,7 +627,7 @@ def admin_requests(world: World) -> list[tuple[str, str, dict[str, Any] | None]]
         requests.append(("POST", reverse(f"{info}_add"), filled.get(model, {"name": "matrix"})))
     queue = Queue.objects.get(name="foreign")
     requests.append(
-        ("POST", reverse("admin:reviews_queue_delete", args=[queue.id]), {"post": "yes"})
+        ("POST", reverse("admin:queues_queue_delete", args=[queue.id]), {"post": "yes"})
     )
     return requests
 

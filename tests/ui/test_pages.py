@@ -325,9 +325,9 @@ def test_decisions_made_in_the_browser_show_through_the_api(
     [
         "/admin/registry/modelversion/",
         "/admin/registry/reasoncode/",
-        "/admin/reviews/queue/",
-        "/admin/reviews/queuemembership/",
-        "/admin/reviews/queuemembership/add/",
+        "/admin/queues/queue/",
+        "/admin/queues/queuemembership/",
+        "/admin/queues/queuemembership/add/",
         "/admin/auth/user/",
     ],
 )

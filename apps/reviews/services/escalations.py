@@ -18,6 +18,7 @@ from django.utils import timezone
 from apps.audit.models import Action
 from apps.audit.services import Event, audit_append
 from apps.core.exceptions import Conflict, NotFound
+from apps.queues.scope import in_scope
 from apps.reviews.models import (
     DecisionSource,
     Escalation,
@@ -25,7 +26,6 @@ from apps.reviews.models import (
     ItemStatus,
     ReviewItem,
 )
-from apps.reviews.scope import in_scope
 from apps.webhooks.services import webhooks_items_escalated
 
 from .decisions import check_comment, check_label, decision_record

@@ -28,14 +28,9 @@ from django.utils import timezone
 from apps.audit.models import Action
 from apps.audit.services import Event, audit_append
 from apps.core.exceptions import Conflict, NotFound
-from apps.reviews.models import (
-    Escalation,
-    EscalationStatus,
-    ItemStatus,
-    Queue,
-    ReviewItem,
-)
-from apps.reviews.scope import queue_scope
+from apps.queues.models import Queue
+from apps.queues.scope import queue_scope
+from apps.reviews.models import Escalation, EscalationStatus, ItemStatus, ReviewItem
 from apps.reviews.selectors import item_join, review_item_for_output, review_item_visible_to
 from apps.webhooks.services import webhooks_items_escalated
 
