@@ -101,7 +101,7 @@ TARGETS: list[tuple[str | Callable[..., str], str]] = [
     ("JSON parse", "apps.core.parsers:JSONParser.parse"),
     ("model lookup (SQL)", "apps.predictions.services:model_versions_by_ref"),
     ("validation", "apps.predictions.validation:PredictionSchema.clean"),
-    ("routing", "apps.predictions.routing:route"),
+    ("routing", "apps.registry.routing:route"),
     ("JSON encoding of the parts", "apps.predictions.services:_Encoded.of"),
     ("content hash", "apps.predictions.services:_digest"),
     ("predictions insert: building parameters", "apps.predictions.services:_insert_new"),

@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from .text import text_problem
+
 
 class TextField(serializers.CharField):
     """A ``CharField`` for request bodies that takes only JSON strings PostgreSQL can
@@ -17,10 +19,6 @@ class TextField(serializers.CharField):
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("not_text")
-        if "\x00" in data:
-            self.fail("nul")
-        try:
-            data.encode()
-        except UnicodeEncodeError:
-            self.fail("surrogate")
+        if problem := text_problem(data):
+            self.fail(problem)
         return super().to_internal_value(data)

@@ -25,10 +25,10 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from apps.registry.artifacts import load_model
 from apps.registry.models import ModelArtifact, ModelVersion
 from apps.reviews.models import ExplanationStatus, ItemStatus, ReviewItem
 
-from .artifacts import load_model
 from .documents import explanation_document
 from .models import Explanation
 from .shap_core import (

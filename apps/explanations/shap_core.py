@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import LoadedModel
+from apps.registry.artifacts import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,13 @@ from django.utils import timezone
 from apps.audit.models import Action
 from apps.audit.services import Event, audit_append
 from apps.core.exceptions import ApplicationError, Conflict, NotFound, ValidationFailed
+from apps.registry import routing
 from apps.registry.models import ExplainerKind, ModelVersion
 from apps.registry.selectors import model_versions_by_ref
 from apps.registry.spec import iso_duration_seconds
 from apps.reviews.models import ReviewItem
 from apps.reviews.tasks import enqueue_explanations
 
-from . import routing
 from .models import Prediction
 from .validation import CleanPrediction, InvalidPrediction, PredictionSchema
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from apps.core.text import storable_text_error
+
 PROBABILITY_TOLERANCE = 1e-6
 MAX_EXTERNAL_ID_LENGTH = 200
 MAX_CONTEXT_DEPTH = 16
@@ -50,17 +52,6 @@ def as_finite_float(value: Any) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) else None
-
-
-def storable_text_error(value: str) -> str | None:
-    """Why PostgreSQL could not store this text: NUL characters, lone surrogates."""
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return "must be valid Unicode (no lone surrogates)"
-    return None
 
 
 def json_safety_errors(value: Any, path: str, errors: dict[str, str], depth: int = 0) -> None:

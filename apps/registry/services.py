@@ -5,11 +5,11 @@ import hashlib
 from django.db import IntegrityError, transaction
 
 from apps.core.exceptions import Conflict, ValidationFailed
-from apps.explanations.artifacts import ArtifactError, load_model
-from apps.explanations.probe import probe_artifact
 from apps.queues.services import queue_get_or_create
 
+from .artifacts import ArtifactError, load_model
 from .models import ModelArtifact, ModelVersion
+from .probe import probe_artifact
 from .spec import ModelSpec
 
 

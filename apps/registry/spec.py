@@ -16,10 +16,10 @@ from typing import Any
 from django.conf import settings
 from django.utils.dateparse import parse_duration
 
-from apps.predictions.routing import Policy, PolicyError, parse_policy
-from apps.predictions.validation import storable_text_error
+from apps.core.text import storable_text_error
 
 from .models import ExplainerKind, Task
+from .routing import Policy, PolicyError, parse_policy
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,49}$")

@@ -6,7 +6,7 @@ artifact is first loaded here, in a separate process: whatever the file does, th
 process answers 400 and lives on. The child prints one JSON line: the loaded model's
 shape, or the reason it was refused.
 
-Run as ``python -m apps.explanations.probe`` with a JSON header line on stdin followed
+Run as ``python -m apps.registry.probe`` with a JSON header line on stdin followed
 by the artifact bytes. It needs no Django.
 """
 
@@ -37,7 +37,7 @@ def probe_artifact(
     ).encode()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "apps.explanations.probe"],
+            [sys.executable, "-m", "apps.registry.probe"],
             cwd=PROJECT_ROOT,
             input=header + b"\n" + artifact,
             capture_output=True,

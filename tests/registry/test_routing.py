@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from apps.predictions import routing
+from apps.registry import routing
 from apps.registry.spec import iso_duration_seconds
 
 FEATURES = {
