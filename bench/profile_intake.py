@@ -108,15 +108,15 @@ TARGETS: list[tuple[str | Callable[..., str], str]] = [
     ("lookup of resent predictions", "apps.predictions.services:_stored"),
     (
         "review items insert: building parameters",
-        "apps.predictions.services:_review_items_create",
+        "apps.reviews.services.items:review_items_create",
     ),
     (
         "review items insert: building parameters",
-        "apps.predictions.services:ReviewItem.objects.bulk_create",
+        "apps.reviews.services.items:ReviewItem.objects.bulk_create",
     ),
     (sql_phase, "django.db.backends.utils:CursorWrapper.execute"),
     ("SQL commit", "django.db.backends.postgresql.base:DatabaseWrapper._commit"),
-    ("enqueue explanations (Redis)", "apps.predictions.services:enqueue_explanations"),
+    ("enqueue explanations (Redis)", "apps.core.enqueue:enqueue"),
     ("response rendering", "rest_framework.renderers:JSONRenderer.render"),
 ]
 

@@ -1,8 +1,9 @@
 """API token authentication that reads the caller's roles and queues with the token."""
 
-from django.db import connection
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
+
+from apps.core.db import on_postgresql
 
 from .selectors import caller_by_token
 
@@ -17,7 +18,7 @@ class CallerTokenAuthentication(TokenAuthentication):
     """
 
     def authenticate_credentials(self, key):
-        if connection.vendor != "postgresql":
+        if not on_postgresql():
             return super().authenticate_credentials(key)
         token = caller_by_token(key=key)
         if token is None:

@@ -15,6 +15,8 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from apps.core.db import on_postgresql
+
 from .chain import GENESIS, event_hash
 from .models import AuditEvent
 
@@ -42,7 +44,7 @@ def audit_append(*, events: Sequence[Event], at: datetime) -> None:
         return
     if not connection.in_atomic_block:
         raise RuntimeError("audit_append must run inside the transaction of its change")
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         payload = [_row(event, at) for event in events]
         with connection.cursor() as cursor:
             cursor.execute(

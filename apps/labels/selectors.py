@@ -15,6 +15,7 @@ from typing import Any
 from django.db import connection
 from django.utils.crypto import salted_hmac
 
+from apps.core.db import on_postgresql, sql_in
 from apps.explanations.models import Explanation
 from apps.predictions.models import Prediction
 from apps.registry.models import ModelVersion
@@ -71,7 +72,7 @@ _HORIZON_SQL = """
 
 def label_horizon() -> int:
     """Transaction ids below this have all finished: their decisions are final."""
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         return _NO_HORIZON  # SQLite: one writer at a time, commit order is id order
     with connection.cursor() as cursor:
         cursor.execute(_HORIZON_SQL, [])
@@ -94,8 +95,9 @@ def _where(after: Cursor, filters: LabelFilter, horizon: int | None) -> tuple[st
         clauses.append("d.overridden = %s")
         params.append(filters.overridden)
     if filters.queue_ids is not None:
-        clauses.append(f"i.queue_id IN ({', '.join(['%s'] * len(filters.queue_ids)) or 'NULL'})")
-        params.extend(sorted(filters.queue_ids))
+        condition, queue_ids = sql_in("i.queue_id", filters.queue_ids)
+        clauses.append(condition)
+        params.extend(queue_ids)
     return " AND ".join(clauses), params
 
 
@@ -183,7 +185,7 @@ def label_rows(*, page: LabelPage) -> Iterator[tuple]:
     if page.last is None:
         return
     t = _tables()
-    postgres = connection.vendor == "postgresql"
+    postgres = on_postgresql()
     as_text = "::text" if postgres else ""
     decided_at = (
         """to_char(d.decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""

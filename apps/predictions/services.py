@@ -21,23 +21,20 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import cache, partial
+from datetime import datetime
+from functools import cache
 from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Field, Q
 from django.utils import timezone
 
-from apps.audit.models import Action
-from apps.audit.services import Event, audit_append
 from apps.core.exceptions import ApplicationError, Conflict, NotFound, ValidationFailed
 from apps.registry import routing
 from apps.registry.models import ExplainerKind, ModelVersion
 from apps.registry.selectors import model_versions_by_ref
 from apps.registry.spec import iso_duration_seconds
-from apps.reviews.models import ReviewItem
-from apps.reviews.tasks import enqueue_explanations
+from apps.reviews.services.items import NewItem, review_items_create
 
 from .models import Prediction
 from .validation import CleanPrediction, InvalidPrediction, PredictionSchema
@@ -382,38 +379,21 @@ def predictions_ingest(*, producer, items: Sequence[Any]) -> list[Outcome]:
         inserted = _insert_new(unique, producer_id, now)
         stored = _stored([c.key for c in unique if c.key not in inserted])
         routed = [c for c in unique if c.key in inserted and c.decision.routed]
-        review_items = ReviewItem.objects.bulk_create(
-            [
-                ReviewItem(
+        created = review_items_create(
+            items=[
+                NewItem(
                     prediction_id=inserted[c.key],
                     queue_id=c.version.queue_id,
-                    reasons=list(c.decision.reasons),
+                    reasons=c.decision.reasons,
                     priority=c.decision.priority,
-                    due_at=now + timedelta(seconds=c.decision.sla_seconds or 0),
-                    created_at=now,
-                    updated_at=now,
+                    sla_seconds=c.decision.sla_seconds,
                 )
                 for c in routed
-            ]
-        )
-        item_ids = {c.key: item.id for c, item in zip(routed, review_items, strict=True)}
-        audit_append(
-            events=[
-                Event(
-                    Action.ITEM_CREATED,
-                    producer,
-                    item.id,
-                    item.prediction_id,
-                    {"reasons": item.reasons, "due_at": item.due_at.isoformat()},
-                )
-                for item in review_items
             ],
-            at=now,
+            producer=producer,
+            now=now,
         )
-        if item_ids:
-            transaction.on_commit(
-                partial(enqueue_explanations, item_ids=list(item_ids.values())), robust=True
-            )
+        item_ids = {c.key: item_id for c, item_id in zip(routed, created, strict=True)}
 
     for index, candidate in candidates.items():
         key = candidate.key

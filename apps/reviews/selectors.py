@@ -15,13 +15,19 @@ from typing import Any
 from django.db import connection
 from django.db.models import Model, QuerySet
 
+from apps.core.db import sql_in
 from apps.explanations.models import Explanation
-from apps.predictions.models import Prediction
 from apps.queues.models import Queue
 from apps.queues.scope import in_scope, queue_scope
 from apps.registry.models import ModelVersion
 
 from .models import Escalation, EscalationStatus, ReviewItem
+
+# The item's prediction model, reached through the item's own relation: the predictions
+# app sits above this one (its intake creates items) and is not imported here.
+Prediction = ReviewItem._meta.get_field("prediction").related_model
+# The prediction's reverse one-to-one to its explanation (whose cache the join fills).
+_EXPLANATION_OF_PREDICTION: Any = Explanation._meta.get_field("prediction").remote_field
 
 # (model, alias) of the join; the item first.
 _JOINED: tuple[tuple[type[Model], str], ...] = (
@@ -84,7 +90,7 @@ class ItemJoin:
         item, prediction, model_version, queue, explanation = objects
         prediction.model_version = model_version
         # The reverse one-to-one's cache: None means "no explanation", not "not loaded".
-        Prediction.explanation.related.set_cached_value(prediction, explanation)
+        _EXPLANATION_OF_PREDICTION.set_cached_value(prediction, explanation)
         if explanation is not None:
             explanation.prediction = prediction
         item.prediction = prediction
@@ -110,11 +116,9 @@ def review_item_in_scope(*, item_id: int, scope: frozenset[int] | None) -> Revie
     """The item with everything its output shows, if it lies in ``scope`` (a set of
     queue ids; None: any queue); None otherwise. One statement."""
     join = item_join(connection.vendor)
-    sql = join.select_sql(join.item_table) + " WHERE i.id = %s"
-    params: list[Any] = [item_id]
-    if scope is not None:
-        sql += f" AND i.queue_id IN ({', '.join(['%s'] * len(scope))})"
-        params += sorted(scope)
+    in_queues, queue_ids = sql_in("i.queue_id", scope)
+    sql = join.select_sql(join.item_table) + f" WHERE i.id = %s AND {in_queues}"
+    params: list[Any] = [item_id, *queue_ids]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

@@ -10,22 +10,22 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from apps.explanations.services import (
-    explanations_compute,
-    explanations_due_for_sweep,
-    explanations_mark_failed,
-)
-
 from .services.escalations import escalations_expire_claims, review_items_escalate_sla_breaches
+from .services.explanations import (
+    EXPLAIN_BATCH,
+    EXPLAIN_TASK,
+    review_items_due_for_explanation,
+    review_items_explain,
+    review_items_explanation_failed,
+    review_items_request_explanations,
+)
 from .services.leases import EXPIRY_BATCH, review_items_expire_leases
 
 logger = logging.getLogger(__name__)
 
-EXPLAIN_BATCH = 500
-
 
 @shared_task(
-    name="reviews.explain_items",
+    name=EXPLAIN_TASK,
     bind=True,
     ignore_result=True,
     acks_late=True,
@@ -45,41 +45,22 @@ def explain_items(self, *, item_ids: list[int]) -> None:
     """
     first_on_a_worker = not self.app.conf.task_always_eager and not self.request.retries
     coalesce = max(0, EXPLAIN_BATCH - len(item_ids)) if first_on_a_worker else 0
-    failed, error = explanations_compute(item_ids=item_ids, coalesce=coalesce)
+    failed, error = review_items_explain(item_ids=item_ids, coalesce=coalesce)
     if failed and self.app.conf.task_always_eager:
         # In-process (no broker): retry at once, then record the failure.
         for _ in range(self.max_retries):
-            failed, error = explanations_compute(item_ids=failed)
+            failed, error = review_items_explain(item_ids=failed)
             if not failed:
                 return
-        explanations_mark_failed(item_ids=failed, error=error)
+        review_items_explanation_failed(item_ids=failed, error=error)
         return
     if not failed:
         return
     if self.request.retries >= self.max_retries:
         logger.error("explanations failed for %d items: %s", len(failed), error)
-        explanations_mark_failed(item_ids=failed, error=error)
+        review_items_explanation_failed(item_ids=failed, error=error)
         return
     raise self.retry(kwargs={"item_ids": failed}, countdown=2**self.request.retries)
-
-
-def enqueue_explanations(*, item_ids: list[int]) -> None:
-    """Queue explanation work for routed items; called after commit.
-
-    A broker outage must not fail the intake that already committed: the items stay
-    waiting in PostgreSQL, and the sweeper sends their work again later.
-    """
-    for start in range(0, len(item_ids), EXPLAIN_BATCH):
-        batch = item_ids[start : start + EXPLAIN_BATCH]
-        try:
-            explain_items.delay(item_ids=batch)
-        except Exception as exc:  # the broker is down: the rest would fail the same way
-            logger.warning(
-                "explanation work for %d items not sent (%s); the sweeper will",
-                len(item_ids) - start,
-                exc,
-            )
-            return
 
 
 @shared_task(name="reviews.sweep_explanations", ignore_result=True)
@@ -87,14 +68,14 @@ def sweep_explanations() -> None:
     """Re-send explanation work for items still waiting after the grace period
     (periodic): a lost message, a killed worker or a broker outage delays an item,
     never strands it."""
-    ids = explanations_due_for_sweep(
+    ids = review_items_due_for_explanation(
         now=timezone.now(),
         grace_seconds=settings.REVIEW_EXPLANATION_GRACE_SECONDS,
         limit=20 * EXPLAIN_BATCH,
     )
     if ids:
         logger.info("re-sending explanation work for %d items", len(ids))
-        enqueue_explanations(item_ids=ids)
+        review_items_request_explanations(item_ids=ids)
 
 
 @shared_task(name="reviews.expire_leases", ignore_result=True)

@@ -539,13 +539,13 @@ def broken_model(admin_client):
 def attempts(monkeypatch) -> list[list[int]]:
     """The item ids of each run of the explanation service by the task."""
     calls: list[list[int]] = []
-    compute = tasks.explanations_compute
+    compute = tasks.review_items_explain
 
     def counted(**kwargs):
         calls.append(list(kwargs["item_ids"]))
         return compute(**kwargs)
 
-    monkeypatch.setattr(tasks, "explanations_compute", counted)
+    monkeypatch.setattr(tasks, "review_items_explain", counted)
     return calls
 
 

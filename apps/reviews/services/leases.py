@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from apps.audit.models import Action
 from apps.audit.services import Event, audit_append
+from apps.core.db import on_postgresql, sql_in
 from apps.core.exceptions import Conflict, NotFound
 from apps.queues.models import Queue
 from apps.queues.scope import queue_scope
@@ -88,7 +89,7 @@ def _claim_scope(user, queue: str | None) -> frozenset[int] | None:
     return frozenset({found})
 
 
-def _claim_sql(n_queues: int | None) -> str:
+def _claim_sql(in_queues: str) -> str:
     """One statement: pick the first ready item in order, skip locked ones, lease it.
 
     On PostgreSQL the statement also returns the leased item joined with what its
@@ -96,15 +97,14 @@ def _claim_sql(n_queues: int | None) -> str:
     """
     qn = connection.ops.quote_name
     table = qn(ReviewItem._meta.db_table)
-    scope = "" if n_queues is None else f"AND queue_id IN ({', '.join(['%s'] * n_queues)})"
     lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     update = (
         f"UPDATE {table} SET status = %s, lease_token = %s, leased_by_id = %s, "  # noqa: S608
         f"lease_expires_at = %s, updated_at = %s "
-        f"WHERE id = (SELECT id FROM {table} WHERE status = %s {scope} "
+        f"WHERE id = (SELECT id FROM {table} WHERE status = %s AND {in_queues} "
         f"ORDER BY due_at, priority DESC, id LIMIT 1 {lock}) "
     )
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         return update + "RETURNING id"
     return f"WITH claimed AS ({update} RETURNING *) " + item_join(connection.vendor).select_sql(
         "claimed"
@@ -122,7 +122,7 @@ def _serialise_claims_of(user) -> None:
     ready" although the reviewer is about to hold that item. Claims of different
     reviewers never wait on each other. SQLite runs writers one at a time anyway.
     """
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIM_LOCK_NAMESPACE, user.id])
 
@@ -192,16 +192,16 @@ def _claim_first(*, user, scope: frozenset[int] | None, now, expires_at) -> Revi
         prep.adapt_datetimefield_value(now),
         ItemStatus.READY,
     ]
-    params += sorted(scope) if scope is not None else []
+    in_queues, queue_ids = sql_in("queue_id", scope)
     try:
         with connection.cursor() as cursor:
-            cursor.execute(_claim_sql(None if scope is None else len(scope)), params)
+            cursor.execute(_claim_sql(in_queues), [*params, *queue_ids])
             row = cursor.fetchone()
     except IntegrityError as exc:
         raise _ClaimRaced from exc
     if row is None:
         return None
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         return review_item_for_output(item_id=row[0])
     return item_join(connection.vendor).load(row)
 
@@ -216,9 +216,9 @@ def _settle_leases_of(*, user, now: datetime) -> int | None:
     scope = queue_scope(user)
     prep = connection.ops
     at = prep.adapt_datetimefield_value(now)
-    params = [at, ItemStatus.LEASED, user.id, at, *(sorted(scope) if scope is not None else [])]
+    in_queues, queue_ids = sql_in("queue_id", scope)
     with connection.cursor() as cursor:
-        cursor.execute(_settle_sql(None if scope is None else len(scope)), params)
+        cursor.execute(_settle_sql(in_queues), [at, ItemStatus.LEASED, user.id, at, *queue_ids])
         found = cursor.fetchall()
     due_at = ReviewItem._meta.get_field("due_at")
     convert = [*prep.get_db_converters(due_at.get_col("i")), *due_at.get_db_converters(connection)]
@@ -242,15 +242,14 @@ def _settle_leases_of(*, user, now: datetime) -> int | None:
     return held
 
 
-def _settle_sql(n_queues: int | None) -> str:
+def _settle_sql(in_queues: str) -> str:
     """Leased rows that are the caller's or expired in the caller's queues, locked."""
     table = connection.ops.quote_name(ReviewItem._meta.db_table)
-    scope = "" if n_queues is None else f"AND queue_id IN ({', '.join(['%s'] * n_queues)})"
     lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     return (
         f"SELECT id, prediction_id, leased_by_id, lease_expiries, due_at, "  # noqa: S608
         f"lease_expires_at <= %s FROM {table} WHERE status = %s "
-        f"AND (leased_by_id = %s OR (lease_expires_at <= %s {scope})) "
+        f"AND (leased_by_id = %s OR (lease_expires_at <= %s AND {in_queues})) "
         f"ORDER BY id LIMIT {EXPIRY_BATCH + 1} {lock}"
     )
 
