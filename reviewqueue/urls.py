@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from apps.core.pages import index
-from apps.core.views import healthz, metrics
+from apps.operations.pages import index
+from apps.operations.views import healthz, metrics
 
 api_v1 = [
     path("", include("apps.registry.urls")),

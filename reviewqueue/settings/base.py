@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "apps.ui",
     "apps.labels",
     "apps.webhooks",
+    "apps.operations",
 ]
 
 MIDDLEWARE = [

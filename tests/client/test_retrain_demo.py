@@ -26,7 +26,7 @@ ROLES = ("admin", "producer", "reviewer", "escalation_manager", "pipeline")
 
 
 def load_pipeline():
-    from apps.core.management.commands.retrain_demo import pipeline_module
+    from apps.operations.management.commands.retrain_demo import pipeline_module
 
     return pipeline_module()
 

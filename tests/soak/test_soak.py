@@ -38,7 +38,7 @@ import psycopg
 import pytest
 import requests
 
-from apps.core.management.commands.demo_setup import model_spec, model_train
+from apps.operations.management.commands.demo_setup import model_spec, model_train
 from tests.workers import wait_until
 
 from .stack import Stack, soak_database_url

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from apps.accounts.roles import user_roles
-from apps.core.management.commands.demo_setup import (
+from apps.operations.management.commands.demo_setup import (
     DEMO_ACCOUNTS,
     model_train,
     prediction_items,
