@@ -102,9 +102,9 @@ TARGETS: list[tuple[str | Callable[..., str], str]] = [
     ("model lookup (SQL)", "apps.predictions.services:model_versions_by_ref"),
     ("validation", "apps.predictions.validation:PredictionSchema.clean"),
     ("routing", "apps.registry.routing:route"),
-    ("JSON encoding of the parts", "apps.predictions.services:_Encoded.of"),
-    ("content hash", "apps.predictions.services:_digest"),
-    ("predictions insert: building parameters", "apps.predictions.services:_insert_new"),
+    ("JSON encoding of the parts", "apps.predictions.encoding:Encoded.of"),
+    ("content hash", "apps.predictions.candidates:content_digest"),
+    ("predictions insert: building parameters", "apps.predictions.services:predictions_insert_new"),
     ("lookup of resent predictions", "apps.predictions.services:_stored"),
     (
         "review items insert: building parameters",
