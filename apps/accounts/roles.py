@@ -72,4 +72,3 @@ def role_permission(*roles: str) -> type[BasePermission]:
 
 
 IsAdmin = role_permission(Role.ADMIN)
-IsProducer = role_permission(Role.PRODUCER)

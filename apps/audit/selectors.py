@@ -36,7 +36,3 @@ def _events(batch_size: int) -> Iterator[AuditEvent]:
         if len(batch) < batch_size:
             return
         last_id = batch[-1].id
-
-
-def audit_events_for_item(*, item_id: int) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(item_id=item_id).order_by("id"))
