@@ -26,7 +26,7 @@ from apps.reviews.models import (
 )
 from apps.webhooks.services import webhooks_items_escalated, webhooks_prediction_decided
 
-from .leases import CLEARED_LEASE, lease_lost, live_lease, review_item_visible
+from .leases import lease_end, review_item_visible
 
 REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_COMMENT = 5000
@@ -122,11 +122,7 @@ def review_item_decide(
     comment = check_comment(comment)
     now = timezone.now()
     with transaction.atomic():
-        updated = ReviewItem.objects.filter(
-            live_lease(user=user, item_id=item_id, token=token, now=now)
-        ).update(status=ItemStatus.DECIDED, updated_at=now, **CLEARED_LEASE)
-        if not updated:
-            raise lease_lost(item_id)
+        lease_end(user=user, item=item, token=token, status=ItemStatus.DECIDED, now=now)
         decision_record(
             item=item,
             user=user,
@@ -136,8 +132,6 @@ def review_item_decide(
             comment=comment,
             now=now,
         )
-    item.status = ItemStatus.DECIDED
-    item.lease_token = item.leased_by = item.lease_expires_at = None
     return item
 
 
@@ -154,11 +148,7 @@ def review_item_escalate(
     comment = check_comment(comment)
     now = timezone.now()
     with transaction.atomic():
-        updated = ReviewItem.objects.filter(
-            live_lease(user=user, item_id=item_id, token=token, now=now)
-        ).update(status=ItemStatus.ESCALATED, updated_at=now, **CLEARED_LEASE)
-        if not updated:
-            raise lease_lost(item_id)
+        lease_end(user=user, item=item, token=token, status=ItemStatus.ESCALATED, now=now)
         Escalation.objects.create(
             item=item,
             reason=reason,
@@ -172,6 +162,4 @@ def review_item_escalate(
             events=[Event(Action.ESCALATED, user, item.id, item.prediction_id, {"reason": reason})],
             at=now,
         )
-    item.status = ItemStatus.ESCALATED
-    item.lease_token = item.leased_by = item.lease_expires_at = None
     return item

@@ -48,10 +48,15 @@ def escalation_visible(*, user, escalation_id: int) -> Escalation:
     return found
 
 
+def _claimed_by(user, now: datetime) -> Q:
+    """Escalations under the caller's live claim."""
+    return Q(status=EscalationStatus.CLAIMED, claimed_by=user, lease_expires_at__gt=now)
+
+
 def _held_by(user, now: datetime, token: object = None) -> Q:
     """An escalation the caller may close: claimed by the caller and live (with that
     lease token, when one is presented), or, without a token, an open one."""
-    mine = Q(status=EscalationStatus.CLAIMED, claimed_by=user, lease_expires_at__gt=now)
+    mine = _claimed_by(user, now)
     if token is not None:
         return mine & Q(lease_token=parse_token(token))
     return Q(status=EscalationStatus.OPEN) | mine
@@ -63,7 +68,7 @@ def escalation_claim(*, user, escalation_id: int) -> Escalation:
     escalation = escalation_visible(user=user, escalation_id=escalation_id)
     now = timezone.now()
     expires_at = now + timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
-    mine = Q(status=EscalationStatus.CLAIMED, claimed_by=user, lease_expires_at__gt=now)
+    mine = _claimed_by(user, now)
     claimable = Q(status=EscalationStatus.OPEN) | Q(
         status=EscalationStatus.CLAIMED, lease_expires_at__lte=now
     )

@@ -79,6 +79,19 @@ def live_lease(*, user, item_id: int, token: object, now: datetime) -> Q:
     )
 
 
+def lease_end(*, user, item: ReviewItem, token: object, status: str, now: datetime) -> None:
+    """End the caller's live lease on ``item``, moving it to ``status`` (compare-and-set
+    in the caller's transaction); 409 if the lease is lost or expired. ``item`` is
+    updated to match the row."""
+    updated = ReviewItem.objects.filter(
+        live_lease(user=user, item_id=item.id, token=token, now=now)
+    ).update(status=status, updated_at=now, **CLEARED_LEASE)
+    if not updated:
+        raise lease_lost(item.id)
+    item.status = status
+    item.lease_token = item.leased_by = item.lease_expires_at = None
+
+
 def _claim_scope(user, queue: str | None) -> frozenset[int] | None:
     scope = queue_scope(user)
     if queue is None:
@@ -273,14 +286,8 @@ def review_item_release(*, user, item_id: int, token: object) -> ReviewItem:
     item = review_item_visible(user=user, item_id=item_id)
     now = timezone.now()
     with transaction.atomic():
-        updated = ReviewItem.objects.filter(
-            live_lease(user=user, item_id=item_id, token=token, now=now)
-        ).update(status=ItemStatus.READY, updated_at=now, **CLEARED_LEASE)
-        if not updated:
-            raise lease_lost(item_id)
+        lease_end(user=user, item=item, token=token, status=ItemStatus.READY, now=now)
         audit_append(events=[Event(Action.RELEASED, user, item_id, item.prediction_id)], at=now)
-    item.status = ItemStatus.READY
-    item.lease_token = item.leased_by = item.lease_expires_at = None
     return item
 
 
