@@ -17,7 +17,11 @@ import pytest
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from tests.conftest import ROLES
+from apps.core.pagination import ResultsCursorPagination
+from apps.labels.services import ExportRequest, export_create
+from apps.reviews.services.decisions import review_item_escalate
+from apps.reviews.services.leases import review_item_claim
+from tests.conftest import model_spec, prediction_body
 
 from .conftest import database_state
 
@@ -236,12 +240,64 @@ def test_a_tampered_cursor_is_a_4xx_on_every_list(world, cursor):
     assert database_state() == before
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_page_size_abuse_is_clamped_or_ignored(world, role):
-    for path, owner in API_LISTS:
-        if owner != role or path == "/api/v1/labels/":
-            continue
-        client = world.members[role]
-        for size in ("-1", "0", "abc", "10000000000000000000000", "1e3", "\x00"):
-            r = client.get(f"{path}?{urlencode({'page_size': size})}")
-            assert r.status_code == 200, (path, size, r.content[:200])
+def more_rows(world, role: str) -> None:
+    """Two more rows in the list of the member of ``role`` (the world seeds one or two):
+    enough that a page of one and a page of two differ from the whole list."""
+    members, own = world.members, world.own
+    for k in range(2):
+        if role == "admin":
+            r = members["admin"].post(
+                "/api/v1/models/", model_spec(name=f"page-model-{k}"), format="json"
+            )
+            assert r.status_code == 201, r.content
+        elif role == "producer":
+            r = members["producer"].post(
+                "/api/v1/predictions/",
+                prediction_body(f"page-{k}", model=own["model_ref"]),
+                format="json",
+            )
+            assert r.status_code == 201, r.content
+        elif role == "escalation_manager":
+            reviewer = members["reviewer"].user
+            item = review_item_claim(user=reviewer, queue="default")
+            review_item_escalate(
+                user=reviewer, item_id=item.id, token=item.lease_token, reason="needs_second_look"
+            )
+        else:
+            export_create(user=members[role].user, request=ExportRequest(format="jsonl"))
+
+
+# What a page of each ``page_size`` holds, with the default page scaled to 1 and the
+# cap to 2 (docs/api-decisions.md: capped at 1,000; not a positive number: the default).
+PAGE_SIZES = {
+    "-1": "default",
+    "0": "default",
+    "abc": "default",
+    "1e3": "default",
+    "\x00": "default",
+    "3": "cap",
+    "10000000000000000000000": "cap",
+}
+
+
+@pytest.mark.parametrize("path, role", [(p, r) for p, r in API_LISTS if p != "/api/v1/labels/"])
+def test_page_size_abuse_is_clamped_or_ignored(world, path, role, monkeypatch):
+    # the documented sizes: a page of 100 unless asked, never more than 1,000
+    assert (ResultsCursorPagination.page_size, ResultsCursorPagination.max_page_size) == (
+        100,
+        1000,
+    )
+    # given a list of at least three rows, and the sizes scaled down to 1 and 2
+    client = world.members[role]
+    more_rows(world, role)
+    assert len(client.get(path).json()["results"]) >= 3
+    monkeypatch.setattr(ResultsCursorPagination, "page_size", 1)
+    monkeypatch.setattr(ResultsCursorPagination, "max_page_size", 2)
+    for size, page in PAGE_SIZES.items():
+        # when the list is asked for that page size
+        r = client.get(f"{path}?{urlencode({'page_size': size})}")
+        # then an abusive size is clamped to the cap or ignored for the default
+        assert r.status_code == 200, (path, size, r.content[:200])
+        body = r.json()
+        assert len(body["results"]) == (1 if page == "default" else 2), (path, size, body)
+        assert body["next"] is not None, (path, size)
