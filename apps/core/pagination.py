@@ -23,7 +23,7 @@ class ResultsCursorPagination(CursorPagination):
     not decode, or whose position is not a value of the ordering's field, is 400
     ``invalid_cursor`` (DRF would answer 404, or fail in the query)."""
 
-    ordering = "-id"
+    ordering: str | tuple[str, ...] = "-id"
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000

@@ -42,7 +42,9 @@ MAX_LIMIT = 100_000
 class FilterInputSerializer(serializers.Serializer):
     after = TextField(required=False, allow_blank=True, max_length=64)
     model = TextField(required=False, max_length=160)
-    source = serializers.ChoiceField(choices=DecisionSource.values, required=False)
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # a contract name
+        choices=DecisionSource.values, required=False
+    )
 
     def validate_after(self, value: str):
         return cursor_parse(value)

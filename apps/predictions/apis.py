@@ -42,12 +42,14 @@ class BulkAnswerSerializer(serializers.Serializer):
     )
     created = serializers.IntegerField()
     duplicates = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]  # a contract name
 
 
 class FinalSerializer(serializers.Serializer):
-    label = serializers.CharField()
-    source = serializers.ChoiceField(choices=["model", "reviewer", "escalation"])
+    label = serializers.CharField()  # type: ignore[assignment]  # a contract name
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # a contract name
+        choices=["model", "reviewer", "escalation"]
+    )
     decided_at = serializers.DateTimeField()
 
 
@@ -61,7 +63,7 @@ class PredictionOutputSerializer(serializers.Serializer):
     selection_probability = serializers.FloatField(allow_null=True)
     review_item = serializers.SerializerMethodField()
     features = serializers.JSONField()
-    context = serializers.JSONField()
+    context = serializers.JSONField()  # type: ignore[assignment]  # a contract name
     prediction = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     final = serializers.SerializerMethodField()
@@ -88,7 +90,10 @@ class PredictionOutputSerializer(serializers.Serializer):
 
 
 def _outcome_body(outcome: Outcome) -> dict:
-    return outcome.error.as_body() if outcome.error else outcome.answer
+    if outcome.error:
+        return outcome.error.as_body()
+    assert outcome.answer is not None  # an outcome without an error has its answer
+    return outcome.answer
 
 
 @contextmanager
