@@ -4,6 +4,7 @@ through the review services, refusals change nothing, and pages are safe."""
 import re
 
 import pytest
+import time_machine
 from django.test import Client
 from django.utils import timezone
 
@@ -290,7 +291,9 @@ def test_overview_shows_each_figure(routed_items, reason_codes):
         manager.post(
             f"/review/{item_id}/decide/", {"lease_token": token_of(html), "label": "approve"}
         )
-    r = manager.get("/overview/")
+    rendered_at = timezone.now()
+    with time_machine.travel(rendered_at, tick=False):
+        r = manager.get("/overview/")
     assert r.status_code == 200
     html = r.content.decode()
     for title in (
@@ -305,7 +308,13 @@ def test_overview_shows_each_figure(routed_items, reason_codes):
     assert "credit-default:3: 0% of 2" in html
     assert "high_amount: 0% of 2" in html
     assert "2 decisions in the last 24 hours" in html
-    assert timezone.now()  # the page rendered with the current time
+    # the third item is in review (a decision opens the next case at once), none waits
+    # or is escalated, none is past due
+    depth_row = '<th scope="row">default</th>' + '<td class="num">{}</td>' * 3
+    assert depth_row.format(0, 1, 0) in html
+    assert "0 in 14 days; 0 undecided items past due now." in html
+    # the page rendered with the current time
+    assert f"As of {rendered_at:%Y-%m-%d %H:%M} UTC." in html
 
 
 def test_decisions_made_in_the_browser_show_through_the_api(
