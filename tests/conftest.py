@@ -33,10 +33,12 @@ def broker():
 def private_redis():
     """A redis-server of the test's own as the broker: the test may stop and start it."""
     redis_server = PrivateRedis()
-    redis_server.start()
-    with broker_in_use(redis_server.url):
-        yield redis_server
-    redis_server.cleanup()
+    try:
+        redis_server.start()
+        with broker_in_use(redis_server.url):
+            yield redis_server
+    finally:
+        redis_server.cleanup()
 
 
 @pytest.fixture

@@ -76,7 +76,9 @@ class PrivateRedis:
             ],
             stdout=subprocess.DEVNULL,
         )
-        wait_until(self.answers, timeout=10)
+        if not wait_until(self.answers, timeout=10):
+            self.stop()
+            raise RuntimeError(f"redis-server on port {self.port} did not answer PING in 10 s")
 
     def answers(self) -> bool:
         try:
@@ -155,7 +157,9 @@ def worker(broker_url: str, **env: str):
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes (for other processes)."""
+    """Poll ``predicate`` until it holds or ``timeout`` passes (for other processes):
+    whether it held. Callers assert the result (the soak records it first and asserts at
+    its end); a wait whose result is ignored lets a test pass without what it waited for."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
