@@ -20,11 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from apps.core.db import on_postgresql, server_binding_cursor
+from apps.core.db import on_postgresql
 from apps.core.enqueue import enqueue
 from apps.explanations.models import Explanation
 from apps.explanations.services import (
@@ -33,9 +33,9 @@ from apps.explanations.services import (
     explanations_insert,
 )
 from apps.explanations.shap_core import RowExplanation
-from apps.explanations.sql import explanations_insert_sql
 from apps.registry.models import ModelVersion
 from apps.reviews.models import ExplanationStatus, ItemStatus, ReviewItem
+from apps.reviews.sql import explanations_store_and_ready
 
 # Items per explanation message, and at most per run (coalescing included).
 EXPLAIN_BATCH = 500
@@ -146,33 +146,11 @@ def _store(explanations: list[Explanation], *, item_ids: list[int], now: datetim
     if not item_ids:
         return
     if on_postgresql():
-        _store_in_one_statement(explanations, item_ids=item_ids, now=now)
+        explanations_store_and_ready(explanations, item_ids=item_ids, now=now)
         return
     with transaction.atomic():
         explanations_insert(explanations=explanations)
         _finish(item_ids, ExplanationStatus.READY, "", now)
-
-
-def _store_in_one_statement(
-    explanations: list[Explanation], *, item_ids: list[int], now: datetime
-) -> None:
-    """PostgreSQL: insert the explanations and move the items on in one statement
-    (atomic by itself: no BEGIN and COMMIT round trips), bound on the server."""
-    insert, insert_params = explanations_insert_sql(explanations, now=now)
-    table = connection.ops.quote_name(ReviewItem._meta.db_table)
-    sql = (
-        f"WITH stored AS ({insert}) "  # noqa: S608 (names from the models, values bound)
-        f"UPDATE {table} SET explanation_status = %s, "
-        f"explanation_error = '', updated_at = %s, "
-        f"status = CASE WHEN status = %s THEN %s ELSE status END "
-        f"WHERE id = ANY(%s) AND explanation_status = %s"
-    )
-    # Plain strings: psycopg would send an Enum member's name, not its value.
-    ready, pending = str(ExplanationStatus.READY.value), str(ExplanationStatus.PENDING.value)
-    item_pending, item_ready = str(ItemStatus.PENDING.value), str(ItemStatus.READY.value)
-    params = [*insert_params, ready, now, item_pending, item_ready, item_ids, pending]
-    with server_binding_cursor() as cursor:
-        cursor.execute(sql, params)
 
 
 def _finish(item_ids: list[int], outcome: str, error: str, now: datetime) -> int:

@@ -33,7 +33,9 @@ from apps.queues.models import Queue
 from apps.queues.scope import queue_scope
 from apps.reviews.models import Escalation, EscalationStatus, ItemStatus, ReviewItem
 from apps.reviews.selectors import item_join, review_item_for_output, review_item_visible_to
-from apps.webhooks.services import webhooks_items_escalated
+from apps.reviews.sql import claim_lock, claim_sql, settle_sql
+
+from .webhook_events import webhooks_items_escalated
 
 REPEATED_ABANDONMENT = "repeated_abandonment"
 EXPIRY_BATCH = 500
@@ -102,31 +104,6 @@ def _claim_scope(user, queue: str | None) -> frozenset[int] | None:
     return frozenset({found})
 
 
-def _claim_sql(in_queues: str) -> str:
-    """One statement: pick the first ready item in order, skip locked ones, lease it.
-
-    On PostgreSQL the statement also returns the leased item joined with what its
-    output shows (a data-modifying CTE); elsewhere only its id.
-    """
-    qn = connection.ops.quote_name
-    table = qn(ReviewItem._meta.db_table)
-    lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    update = (
-        f"UPDATE {table} SET status = %s, lease_token = %s, leased_by_id = %s, "  # noqa: S608
-        f"lease_expires_at = %s, updated_at = %s "
-        f"WHERE id = (SELECT id FROM {table} WHERE status = %s AND {in_queues} "
-        f"ORDER BY due_at, priority DESC, id LIMIT 1 {lock}) "
-    )
-    if not on_postgresql():
-        return update + "RETURNING id"
-    return f"WITH claimed AS ({update} RETURNING *) " + item_join(connection.vendor).select_sql(
-        "claimed"
-    )
-
-
-CLAIM_LOCK_NAMESPACE = 0x636C61  # "cla": per-reviewer claim locks
-
-
 def _serialise_claims_of(user) -> None:
     """Run one reviewer's claims one at a time (a transaction-scoped advisory lock).
 
@@ -135,9 +112,7 @@ def _serialise_claims_of(user) -> None:
     ready" although the reviewer is about to hold that item. Claims of different
     reviewers never wait on each other. SQLite runs writers one at a time anyway.
     """
-    if on_postgresql():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIM_LOCK_NAMESPACE, user.id])
+    claim_lock(user_id=user.id)
 
 
 class _ClaimRaced(Exception):
@@ -208,7 +183,7 @@ def _claim_first(*, user, scope: frozenset[int] | None, now, expires_at) -> Revi
     in_queues, queue_ids = sql_in("queue_id", scope)
     try:
         with connection.cursor() as cursor:
-            cursor.execute(_claim_sql(in_queues), [*params, *queue_ids])
+            cursor.execute(claim_sql(in_queues), [*params, *queue_ids])
             row = cursor.fetchone()
     except IntegrityError as exc:
         raise _ClaimRaced from exc
@@ -231,7 +206,10 @@ def _settle_leases_of(*, user, now: datetime) -> int | None:
     at = prep.adapt_datetimefield_value(now)
     in_queues, queue_ids = sql_in("queue_id", scope)
     with connection.cursor() as cursor:
-        cursor.execute(_settle_sql(in_queues), [at, ItemStatus.LEASED, user.id, at, *queue_ids])
+        cursor.execute(
+            settle_sql(in_queues),
+            [at, ItemStatus.LEASED, user.id, at, *queue_ids, EXPIRY_BATCH + 1],
+        )
         found = cursor.fetchall()
     due_at = ReviewItem._meta.get_field("due_at")
     convert = [*prep.get_db_converters(due_at.get_col("i")), *due_at.get_db_converters(connection)]
@@ -253,18 +231,6 @@ def _settle_leases_of(*, user, now: datetime) -> int | None:
         )
     _expire(rows=rows[:EXPIRY_BATCH], now=now)
     return held
-
-
-def _settle_sql(in_queues: str) -> str:
-    """Leased rows that are the caller's or expired in the caller's queues, locked."""
-    table = connection.ops.quote_name(ReviewItem._meta.db_table)
-    lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    return (
-        f"SELECT id, prediction_id, leased_by_id, lease_expiries, due_at, "  # noqa: S608
-        f"lease_expires_at <= %s FROM {table} WHERE status = %s "
-        f"AND (leased_by_id = %s OR (lease_expires_at <= %s AND {in_queues})) "
-        f"ORDER BY id LIMIT {EXPIRY_BATCH + 1} {lock}"
-    )
 
 
 def review_item_heartbeat(*, user, item_id: int, token: object) -> ReviewItem:
