@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from apps.registry.models import feature_is_sensitive
+
 SENSITIVE_ROW = "sensitive features"
 
 
@@ -13,7 +15,7 @@ def explanation_for_reviewer(
     rows = []
     sensitive_total, has_sensitive = 0.0, False
     for spec, contribution in zip(features, explanation.contributions, strict=True):
-        if spec["sensitive"]:
+        if feature_is_sensitive(spec):
             sensitive_total += contribution
             has_sensitive = True
         else:

@@ -4,6 +4,9 @@ A version is immutable once registered: predictions, routing decisions and label
 refer to it, so changing it in place would rewrite history. A new version is a new row.
 """
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from django.db import models
 
 
@@ -18,6 +21,18 @@ class ExplainerKind(models.TextChoices):
     LINEAR = "linear"
     SKLEARN = "sklearn"
     PRECOMPUTED = "precomputed"
+
+
+def feature_is_sensitive(feature: Mapping[str, Any]) -> bool:
+    """Whether a feature of a version's schema is sensitive: reviewers never see its
+    value, and its attribution is shown only folded with the others'. The registered
+    schema always says so (``spec`` stores ``sensitive`` for every feature)."""
+    return bool(feature["sensitive"])
+
+
+def sensitive_feature_names(features: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The names of the sensitive features of a schema."""
+    return frozenset(f["name"] for f in features if feature_is_sensitive(f))
 
 
 class ModelVersion(models.Model):
@@ -52,6 +67,12 @@ class ModelVersion(models.Model):
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
+
+    def public_features(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` (a prediction's features) without this version's sensitive
+        features: what reviewers may see, on the API and on the screens alike."""
+        sensitive = sensitive_feature_names(self.features)
+        return {k: v for k, v in values.items() if k not in sensitive}
 
 
 class ModelArtifact(models.Model):

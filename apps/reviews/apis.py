@@ -25,9 +25,9 @@ CanManage = role_permission(Role.ESCALATION_MANAGER)
 
 
 def public_features(item: ReviewItem) -> dict:
-    """The prediction's features without the sensitive ones: reviewers never see them."""
-    sensitive = {f["name"] for f in item.prediction.model_version.features if f["sensitive"]}
-    return {k: v for k, v in item.prediction.features.items() if k not in sensitive}
+    """The prediction's features without the sensitive ones: reviewers never see them
+    (the registry's rule, ``ModelVersion.public_features``)."""
+    return item.prediction.model_version.public_features(item.prediction.features)
 
 
 def prediction_view(item: ReviewItem) -> dict:
@@ -67,7 +67,11 @@ def item_output(item: ReviewItem) -> dict:
     """What ``ItemOutputSerializer`` renders for ``item``, built directly; dates and
     the token go through DRF's own field conversions."""
     lease = None
-    if item.status == ItemStatus.LEASED and item.lease_token is not None:
+    if (
+        item.status == ItemStatus.LEASED
+        and item.lease_token is not None
+        and item.lease_expires_at is not None
+    ):
         lease = {
             "token": _UUID.to_representation(item.lease_token),
             "expires_at": _DATETIME.to_representation(item.lease_expires_at),
@@ -239,7 +243,7 @@ class ReviewReleaseApi(QueueApi):
 
 
 class DecideInputSerializer(TokenInputSerializer):
-    label = TextField(max_length=200)
+    label = TextField(max_length=200)  # type: ignore[assignment]  # a contract name
     reason_code = TextField(required=False, allow_blank=True, max_length=64)
     comment = TextField(required=False, allow_blank=True, max_length=5000)
 
@@ -332,7 +336,7 @@ class EscalationClaimApi(EscalationApi):
 
 
 class ResolveInputSerializer(serializers.Serializer):
-    label = TextField(max_length=200)
+    label = TextField(max_length=200)  # type: ignore[assignment]  # a contract name
     comment = TextField(required=False, allow_blank=True, max_length=5000)
     lease_token = TextField(required=False, max_length=100)
 

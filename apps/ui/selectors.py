@@ -2,8 +2,9 @@
 and the overview figures. Writes go through ``apps.reviews.services`` only.
 
 A reviewer sees a case as the API's claim shows it: sensitive features removed (the
-rule of ``apps.reviews.apis.public_features``; tests/ui check both agree) and their
-attribution folded into one row (``explanation_for_reviewer``, the API's own).
+registry's rule, ``ModelVersion.public_features``, which the API applies too; tests/ui
+check both agree) and their attribution folded into one row
+(``explanation_for_reviewer``, the API's own).
 """
 
 from __future__ import annotations
@@ -70,13 +71,6 @@ def held_item(*, user, now: datetime) -> ReviewItem | None:
     return next(iter(found), None)
 
 
-def public_features(item: ReviewItem) -> dict[str, Any]:
-    """The prediction's features without the sensitive ones: reviewers never see them."""
-    version = item.prediction.model_version
-    sensitive = {f["name"] for f in version.features if f["sensitive"]}
-    return {k: v for k, v in item.prediction.features.items() if k not in sensitive}
-
-
 def display_value(value: Any) -> str:
     """A feature or context value as text (nested values as JSON)."""
     if value is None:
@@ -95,7 +89,7 @@ def case_view(*, item: ReviewItem) -> dict[str, Any]:
     its context, the model's label and probabilities, and the explanation."""
     prediction = item.prediction
     version = prediction.model_version
-    features = public_features(item)
+    features = version.public_features(prediction.features)
     order = [f["name"] for f in version.features if f["name"] in features]
     probabilities = prediction.probabilities or {}
     explanation = getattr(prediction, "explanation", None)
