@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from apps.core.exceptions import ValidationFailed
 
 from .models import WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookSubscription
-from .services import (
+from .services.subscriptions import (
     webhook_subscription_create,
     webhook_subscription_rotate_secret,
     webhook_subscription_update,

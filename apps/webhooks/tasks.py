@@ -10,10 +10,11 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
-from .services import (
+from .services.delivery import webhook_delivery_attempt
+from .services.outbox import (
+    DELIVER_TASK,
     webhook_deliveries_due_for_sweep,
     webhook_deliveries_enqueue,
-    webhook_delivery_attempt,
 )
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 SWEEP_LIMIT = 1000
 
 
-@shared_task(name="webhooks.deliver", ignore_result=True, acks_late=True)
+@shared_task(name=DELIVER_TASK, ignore_result=True, acks_late=True)
 def deliver(*, delivery_id: int) -> None:
     """One attempt at a delivery. Retries are not Celery retries: a failed attempt sets
     the delivery's next attempt time and the sweeper sends it when due. ``acks_late``:

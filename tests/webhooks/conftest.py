@@ -12,7 +12,7 @@ import pytest
 
 from apps.webhooks import outbound
 from apps.webhooks.models import WebhookSubscription
-from apps.webhooks.services import webhook_subscription_create
+from apps.webhooks.services.subscriptions import webhook_subscription_create
 from tests.conftest import make_client
 
 

@@ -13,12 +13,12 @@ from apps.registry.models import ReasonCode
 from apps.reviews.models import Decision, Escalation, ItemStatus, ReviewItem
 from apps.reviews.services.escalations import review_items_escalate_sla_breaches
 from apps.reviews.services.leases import review_items_expire_leases
-from apps.webhooks.models import WebhookAttempt, WebhookDelivery
-from apps.webhooks.services import (
-    webhook_delivery_attempt,
+from apps.reviews.services.webhook_events import (
     webhooks_items_escalated,
     webhooks_prediction_decided,
 )
+from apps.webhooks.models import WebhookAttempt, WebhookDelivery
+from apps.webhooks.services.delivery import webhook_delivery_attempt
 from apps.webhooks.tasks import deliver, sweep
 from tests.conftest import make_client
 from tests.reviews.conftest import run_in_threads

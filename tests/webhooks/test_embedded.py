@@ -13,7 +13,7 @@ SCRIPT = """
 from rest_framework.test import APIClient
 from apps.accounts.services import account_token, account_upsert
 from apps.webhooks.models import WebhookDelivery
-from apps.webhooks.services import webhook_subscription_create
+from apps.webhooks.services.subscriptions import webhook_subscription_create
 from tests.conftest import model_spec, prediction_body
 
 def client(name, role):

@@ -8,7 +8,7 @@ from django.test import Client
 from apps.accounts.services import account_upsert
 from apps.core.exceptions import ValidationFailed
 from apps.webhooks.models import WebhookSubscription
-from apps.webhooks.services import (
+from apps.webhooks.services.subscriptions import (
     webhook_subscription_create,
     webhook_subscription_rotate_secret,
     webhook_subscription_update,

@@ -24,9 +24,9 @@ from apps.reviews.models import (
     ItemStatus,
     ReviewItem,
 )
-from apps.webhooks.services import webhooks_items_escalated, webhooks_prediction_decided
 
 from .leases import lease_end, review_item_visible
+from .webhook_events import webhooks_items_escalated, webhooks_prediction_decided
 
 REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_COMMENT = 5000

@@ -26,10 +26,10 @@ from apps.reviews.models import (
     ItemStatus,
     ReviewItem,
 )
-from apps.webhooks.services import webhooks_items_escalated
 
 from .decisions import check_comment, check_label, decision_record
 from .leases import CLEARED_LEASE, EXPIRY_BATCH, parse_token
+from .webhook_events import webhooks_items_escalated
 
 SLA_BREACH = "sla_breach"
 
