@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.core.enqueue import enqueue, enqueue_on_commit
 from apps.core.exceptions import NotFound
 from apps.queues.scope import queue_scope
 from apps.registry.models import ModelVersion
@@ -27,6 +28,7 @@ from .selectors import LabelFilter, label_count, label_horizon, label_models, la
 logger = logging.getLogger(__name__)
 
 EXPORT_PAGE_ROWS = 20_000
+BUILD_TASK = "labels.build_export"
 _LINK_SALT = "reviewqueue.labels.export-download"
 
 
@@ -41,8 +43,6 @@ class ExportRequest:
 
 def export_create(*, user, request: ExportRequest) -> ExportJob:
     """Record an export job and hand it to a worker once the row is committed."""
-    from .tasks import build_export
-
     now = timezone.now()
     with transaction.atomic():
         job = ExportJob.objects.create(
@@ -55,15 +55,12 @@ def export_create(*, user, request: ExportRequest) -> ExportJob:
             created_at=now,
             updated_at=now,
         )
-        transaction.on_commit(lambda: _enqueue(build_export, job.id))
+        enqueue_on_commit(BUILD_TASK, _messages([job.id]), what="export jobs")
     return job
 
 
-def _enqueue(task, job_id: uuid.UUID) -> None:
-    try:
-        task.delay(job_id=str(job_id))
-    except Exception as exc:  # the broker is down: the sweeper sends it again
-        logger.warning("could not enqueue export %s (%s); the sweeper will", job_id, exc)
+def _messages(job_ids: list[uuid.UUID]) -> list[dict[str, str]]:
+    return [{"job_id": str(job_id)} for job_id in job_ids]
 
 
 def export_get(*, user, job_id: uuid.UUID) -> ExportJob:
@@ -177,9 +174,8 @@ def _rows(progress: _Progress, *, filters: LabelFilter, horizon: int) -> Iterato
 
 
 def exports_sweep(*, now: datetime | None = None) -> list[uuid.UUID]:
-    """Send again the jobs a lost message or a killed worker left unbuilt."""
-    from .tasks import build_export
-
+    """Send again the jobs a lost message or a killed worker left unbuilt; a broker
+    outage is logged once and the next sweep tries again."""
     now = now or timezone.now()
     stale_before = now - timedelta(seconds=settings.EXPORT_STALE_SECONDS)
     ids = list(
@@ -187,8 +183,7 @@ def exports_sweep(*, now: datetime | None = None) -> list[uuid.UUID]:
             "id", flat=True
         )[:100]
     )
-    for job_id in ids:
-        _enqueue(build_export, job_id)
+    enqueue(BUILD_TASK, _messages(ids), what="export jobs")
     return ids
 
 

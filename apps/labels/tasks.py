@@ -2,11 +2,11 @@
 
 from celery import shared_task
 
-from .services import export_build, exports_sweep
+from .services import BUILD_TASK, export_build, exports_sweep
 
 
 @shared_task(
-    name="labels.build_export",
+    name=BUILD_TASK,
     ignore_result=True,
     acks_late=True,
     reject_on_worker_lost=True,
