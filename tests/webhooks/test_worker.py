@@ -57,19 +57,23 @@ def test_a_worker_delivers_the_decision(broker, receiver, allow_loopback):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_nothing_is_lost_while_the_broker_is_down(broker, receiver, settings):
+def test_nothing_is_lost_while_the_broker_is_down(broker, receiver, settings, caplog):
     settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = True
     subscribe(receiver.url, "prediction.decided")
     reviewer, item = one_claimed_item()
     # given a broker nobody listens on
     use_broker("redis://127.0.0.1:1/0", eager=False)
     # when a decision commits, it still answers 200, and its delivery waits
-    r = reviewer.post(
-        f"/api/v1/reviews/{item['id']}/decide/",
-        {"lease_token": item["lease"]["token"], "label": "approve"},
-        format="json",
-    )
+    with caplog.at_level("WARNING", logger="apps.core.enqueue"):
+        r = reviewer.post(
+            f"/api/v1/reviews/{item['id']}/decide/",
+            {"lease_token": item["lease"]["token"], "label": "approve"},
+            format="json",
+        )
     assert r.status_code == 200
+    # and one warning line says so
+    [warning] = [rec for rec in caplog.records if rec.name == "apps.core.enqueue"]
+    assert warning.getMessage().startswith("webhook deliveries: 1 messages not sent")
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 0
     assert receiver.requests == []
