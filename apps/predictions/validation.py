@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from apps.core.invalid import Invalid
 from apps.core.text import storable_text_error
 
 PROBABILITY_TOLERANCE = 1e-6
@@ -23,10 +24,8 @@ TOP_LEVEL_KEYS = frozenset(
 )
 
 
-class InvalidPrediction(ValueError):
-    def __init__(self, details: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in details.items()))
-        self.details = details
+class InvalidPrediction(Invalid):
+    """The prediction does not fit its model's schema, field by field."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.dateparse import parse_duration
 
+from apps.core.invalid import Invalid
 from apps.core.text import storable_text_error
 
 from .models import ExplainerKind, Task
@@ -31,10 +32,8 @@ OUTPUT_SPACES = ("log_odds", "probability")
 MAX_TEXT = 200
 
 
-class SpecError(ValueError):
-    def __init__(self, details: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in details.items()))
-        self.details = details
+class SpecError(Invalid):
+    """The registration is invalid, field by field."""
 
 
 @dataclass(frozen=True)
