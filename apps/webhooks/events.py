@@ -78,6 +78,3 @@ class ItemEscalated:
             "reason": self.reason,
             "escalated_at": rfc3339(self.escalated_at),
         }
-
-
-WebhookEventData = PredictionDecided | ItemEscalated
