@@ -17,7 +17,7 @@ from apps.core.pagination import ResultsCursorPagination
 from apps.explanations.selectors import explanation_for_reviewer
 
 from . import selectors
-from .models import Escalation, ItemStatus, ReviewItem
+from .models import MAX_COMMENT, Escalation, ItemStatus, ReviewItem
 from .services import decisions, escalations, leases
 
 CanReview = role_permission(Role.REVIEWER, Role.ESCALATION_MANAGER)
@@ -212,6 +212,11 @@ class QueueClaimApi(QueueApi):
         return _item_response(item)
 
 
+def comment_field() -> TextField:
+    """An optional comment, at most ``MAX_COMMENT`` characters (the services' limit)."""
+    return TextField(required=False, allow_blank=True, max_length=MAX_COMMENT)
+
+
 class TokenInputSerializer(serializers.Serializer):
     lease_token = TextField(max_length=100)
 
@@ -245,7 +250,7 @@ class ReviewReleaseApi(QueueApi):
 class DecideInputSerializer(TokenInputSerializer):
     label = TextField(max_length=200)  # type: ignore[assignment]  # a contract name
     reason_code = TextField(required=False, allow_blank=True, max_length=64)
-    comment = TextField(required=False, allow_blank=True, max_length=5000)
+    comment = comment_field()
 
 
 class ReviewDecideApi(QueueApi):
@@ -267,7 +272,7 @@ class ReviewDecideApi(QueueApi):
 
 class EscalateInputSerializer(TokenInputSerializer):
     reason = TextField(max_length=64)
-    comment = TextField(required=False, allow_blank=True, max_length=5000)
+    comment = comment_field()
 
 
 class ReviewEscalateApi(QueueApi):
@@ -337,7 +342,7 @@ class EscalationClaimApi(EscalationApi):
 
 class ResolveInputSerializer(serializers.Serializer):
     label = TextField(max_length=200)  # type: ignore[assignment]  # a contract name
-    comment = TextField(required=False, allow_blank=True, max_length=5000)
+    comment = comment_field()
     lease_token = TextField(required=False, max_length=100)
 
 
@@ -360,7 +365,7 @@ class EscalationResolveApi(EscalationApi):
 
 
 class ReturnInputSerializer(serializers.Serializer):
-    comment = TextField(required=False, allow_blank=True, max_length=5000)
+    comment = comment_field()
     lease_token = TextField(required=False, max_length=100)
 
 

@@ -13,6 +13,10 @@ PostgreSQL holds all state; Celery messages only hint that work is waiting.
 from django.conf import settings
 from django.db import models
 
+# The longest comment a person may write on an item (decide, escalate, resolve, return):
+# the services refuse a longer one; the API's fields and the screens' inputs declare it.
+MAX_COMMENT = 5000
+
 
 class ItemStatus(models.TextChoices):
     PENDING = "pending", "Waiting for its explanation"

@@ -18,6 +18,7 @@ from apps.core.db import CurrentTransactionId
 from apps.core.exceptions import ValidationFailed
 from apps.registry.models import ReasonCode
 from apps.reviews.models import (
+    MAX_COMMENT,
     Decision,
     DecisionSource,
     Escalation,
@@ -29,7 +30,6 @@ from .leases import lease_end, review_item_visible
 from .webhook_events import webhooks_items_escalated, webhooks_prediction_decided
 
 REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-MAX_COMMENT = 5000
 
 
 def check_comment(comment: object, field: str = "comment") -> str:

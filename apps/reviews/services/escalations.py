@@ -8,11 +8,13 @@ is open or claimed its item is ``escalated`` and nobody can claim it for review.
 """
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.utils import timezone
 
 from apps.audit.models import Action
@@ -36,8 +38,12 @@ SLA_BREACH = "sla_breach"
 
 def escalation_visible(*, user, escalation_id: int) -> Escalation:
     """The escalation, if its item lies in the caller's queues; NotFound otherwise."""
+    return _visible(user, escalation_id, Escalation.objects.all())
+
+
+def _visible(user, escalation_id: int, escalations: QuerySet[Escalation]) -> Escalation:
     found = (
-        Escalation.objects.select_related("item__prediction__model_version", "raised_by")
+        escalations.select_related("item__prediction__model_version", "raised_by")
         .filter(in_scope(user, "item__queue_id"), id=escalation_id)
         .first()
         if 0 < escalation_id < 2**63
@@ -51,6 +57,38 @@ def escalation_visible(*, user, escalation_id: int) -> Escalation:
 def _claimed_by(user, now: datetime) -> Q:
     """Escalations under the caller's live claim."""
     return Q(status=EscalationStatus.CLAIMED, claimed_by=user, lease_expires_at__gt=now)
+
+
+def _claimable(now: datetime) -> Q:
+    """Escalations anyone may claim: open ones, and claimed ones whose claim ran out."""
+    return Q(status=EscalationStatus.OPEN) | Q(
+        status=EscalationStatus.CLAIMED, lease_expires_at__lte=now
+    )
+
+
+@dataclass(frozen=True)
+class EscalationStanding:
+    """An escalation and what the caller may do with it at a given time."""
+
+    escalation: Escalation
+    # Under the caller's live claim: they may resolve or return it (with its token).
+    held: bool
+    # Open, or its claim ran out: the caller may claim it.
+    claimable: bool
+
+
+def escalation_standing(*, user, escalation_id: int, now: datetime) -> EscalationStanding:
+    """The escalation as ``escalation_visible`` finds it, with whether the caller holds
+    it and whether they may claim it: the conditions ``escalation_claim`` and the
+    closing writes compare-and-set on, evaluated by the database in the same statement."""
+    flags = {
+        "held": ExpressionWrapper(_claimed_by(user, now), output_field=BooleanField()),
+        "claimable": ExpressionWrapper(_claimable(now), output_field=BooleanField()),
+    }
+    found: Any = _visible(user, escalation_id, Escalation.objects.annotate(**flags))
+    return EscalationStanding(
+        escalation=found, held=bool(found.held), claimable=bool(found.claimable)
+    )
 
 
 def _held_by(user, now: datetime, token: object = None) -> Q:
@@ -69,15 +107,12 @@ def escalation_claim(*, user, escalation_id: int) -> Escalation:
     now = timezone.now()
     expires_at = now + timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
     mine = _claimed_by(user, now)
-    claimable = Q(status=EscalationStatus.OPEN) | Q(
-        status=EscalationStatus.CLAIMED, lease_expires_at__lte=now
-    )
     with transaction.atomic():
         if Escalation.objects.filter(mine, id=escalation_id).update(lease_expires_at=expires_at):
             escalation.refresh_from_db()
             return escalation
         token = uuid.uuid4()
-        updated = Escalation.objects.filter(claimable, id=escalation_id).update(
+        updated = Escalation.objects.filter(_claimable(now), id=escalation_id).update(
             status=EscalationStatus.CLAIMED,
             claimed_by=user,
             lease_token=token,
