@@ -63,6 +63,25 @@ def _item_explanation(item: ReviewItem) -> dict | None:
     )
 
 
+class ItemReturnSerializer(serializers.Serializer):
+    """The item's latest return from escalation; who returned it is not shown."""
+
+    comment = serializers.CharField(
+        allow_blank=True, help_text="What the escalation manager wrote for the next reviewer."
+    )
+    returned_at = serializers.DateTimeField(help_text="When the item came back to the queue.")
+
+
+def _item_returned(item: ReviewItem) -> dict | None:
+    returned = selectors.review_item_return(item=item)
+    if returned is None:
+        return None
+    return {
+        "comment": str(returned.comment),
+        "returned_at": _DATETIME.to_representation(returned.returned_at),
+    }
+
+
 def item_output(item: ReviewItem) -> dict:
     """What ``ItemOutputSerializer`` renders for ``item``, built directly; dates and
     the token go through DRF's own field conversions."""
@@ -87,6 +106,7 @@ def item_output(item: ReviewItem) -> dict:
         "lease": lease,
         "explanation": _item_explanation(item),
         "explanation_status": str(item.explanation_status),
+        "returned": _item_returned(item),
     }
 
 
@@ -101,6 +121,10 @@ class ItemOutputSerializer(serializers.Serializer):
     lease = serializers.SerializerMethodField()
     explanation = serializers.SerializerMethodField()
     explanation_status = serializers.CharField()
+    returned = serializers.SerializerMethodField(
+        help_text="The item's latest return from escalation, with the manager's comment "
+        "for its next reviewer; null if it was never returned."
+    )
 
     def to_representation(self, instance) -> dict:
         # The declared fields above are the schema; this builds the same answer
@@ -127,6 +151,15 @@ class ItemOutputSerializer(serializers.Serializer):
     @extend_schema_field(serializers.DictField(allow_null=True))
     def get_explanation(self, item) -> dict | None:
         return _item_explanation(item)
+
+    @extend_schema_field(ItemReturnSerializer(allow_null=True))
+    def get_returned(self, item) -> dict | None:
+        returned = selectors.review_item_return(item=item)
+        if returned is None:
+            return None
+        return ItemReturnSerializer(
+            {"comment": returned.comment, "returned_at": returned.returned_at}
+        ).data
 
 
 class EscalationOutputSerializer(serializers.Serializer):

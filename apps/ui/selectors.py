@@ -23,7 +23,7 @@ from apps.queues.models import Queue
 from apps.queues.scope import in_scope, queue_scope
 from apps.registry.models import ReasonCode
 from apps.reviews.models import ACTIVE_ESCALATION, Decision, Escalation, ItemStatus, ReviewItem
-from apps.reviews.selectors import escalation_list
+from apps.reviews.selectors import escalation_list, review_item_held_by
 
 HISTORY_LIMIT = 200
 ESCALATION_PAGE = 200
@@ -55,20 +55,10 @@ def queue_summaries(*, user) -> list[dict[str, Any]]:
 
 
 def held_item(*, user, now: datetime) -> ReviewItem | None:
-    """The item the caller holds a live lease on, if any.
-
-    At most one row matches (the partial unique index ``reviewitem_one_lease_per_reviewer``
-    serves the lookup), so the query has no ORDER BY: sorting the wide joined row cost
-    more than the rest of the query.
-    """
-    found = (
-        ReviewItem.objects.select_related(
-            "prediction__model_version", "prediction__explanation", "queue"
-        )
-        .filter(leased_by=user, status=ItemStatus.LEASED, lease_expires_at__gt=now)
-        .order_by()[:1]
-    )
-    return next(iter(found), None)
+    """The item the caller holds a live lease on, if any, with everything the review
+    screen shows (its latest return from escalation included): the reviews app's join,
+    one statement."""
+    return review_item_held_by(user=user, now=now)
 
 
 def display_value(value: Any) -> str:

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.accounts.roles import Role, has_role
 from apps.core.exceptions import ApplicationError, Conflict
 from apps.reviews.models import MAX_COMMENT
+from apps.reviews.selectors import review_item_return
 from apps.reviews.services import decisions, leases
 
 from .. import selectors
@@ -99,6 +100,8 @@ def render_review(
             "reason_codes": selectors.reason_codes(model_name=context["model"].name),
             "escalation_reasons": selectors.ESCALATION_REASONS,
             "heartbeat_seconds": heartbeat_seconds(),
+            # A manager's note from the case's last return from escalation, if any.
+            "returned": review_item_return(item=item),
             "comment_max_length": MAX_COMMENT,
             "error": error,
             "panel": panel,
