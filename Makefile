@@ -17,12 +17,11 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 
 install: $(STAMP)
 
-# The embedded default: SQLite, tasks in-process, no broker. Serves until stopped.
+# The embedded default, as deployed: SQLite, gunicorn, a Celery worker and celery beat on
+# kombu's filesystem broker (.demo/; a CELERY_BROKER_URL in the environment wins).
+# Migrates, sets up the demo, then serves http://127.0.0.1:8000/ until Ctrl-C stops all.
 demo: $(STAMP)
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py demo_setup
-	$(BIN)/gunicorn reviewqueue.wsgi --bind 127.0.0.1:8000 --workers 2 --access-logfile -
+	$(BIN)/python -m reviewqueue.launcher demo
 
 # The loop closed, on the demo's SQLite file: reviews, labels pulled with the Python
 # client, a retrained next version, held-out accuracy before and after. Starts and
@@ -61,4 +60,4 @@ soak: $(STAMP) services
 		$(BIN)/python -m pytest tests/soak -m soak -s
 
 clean:
-	rm -rf $(VENV) staticfiles reviewqueue.sqlite3
+	rm -rf $(VENV) staticfiles reviewqueue.sqlite3 reviewqueue.sqlite3-wal reviewqueue.sqlite3-shm .demo

@@ -8,7 +8,7 @@ from apps.core.exceptions import Conflict, ValidationFailed
 from apps.queues.services import queue_get_or_create
 
 from .artifacts import ArtifactError, load_model
-from .models import ModelArtifact, ModelVersion
+from .models import ModelArtifact, ModelVersion, ReasonCode
 from .probe import probe_artifact
 from .spec import ModelSpec
 
@@ -60,3 +60,12 @@ def model_version_register(*, spec: ModelSpec, artifact: bytes | None, created_b
             f"Model {spec.name}:{spec.version} is already registered; register a new version.",
             code="model_version_exists",
         ) from exc
+
+
+def reason_code_upsert(*, model_name: str, code: str, description: str = "") -> ReasonCode:
+    """Make ``code`` an active reason for overriding the label of any version of
+    ``model_name``, with ``description``; running it again changes nothing else."""
+    reason, _ = ReasonCode.objects.update_or_create(
+        model_name=model_name, code=code, defaults={"description": description, "active": True}
+    )
+    return reason

@@ -80,8 +80,15 @@ DATABASES = {
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The embedded default: one file, serialised writers, no waiting on a locked file.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    # The embedded default: one file shared by gunicorn, the worker and beat. Writers take
+    # the write lock when their transaction begins (IMMEDIATE: no deadlock upgrading a
+    # read lock) and wait up to ``timeout`` seconds for it; with the write-ahead log,
+    # readers and the writer do not block each other.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -185,10 +192,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
-# Periodic work (celery beat). PostgreSQL holds the state; these only move it on.
+# Periodic work (celery beat). PostgreSQL holds the state; these only move it on. The SLA
+# check's period is the longest an item may stay past its SLA before it is escalated.
+REVIEW_SLA_CHECK_SECONDS = env.float("REVIEW_SLA_CHECK_SECONDS", default=30.0)
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "reviews.expire_leases", "schedule": 15.0},
-    "escalate-sla-breaches": {"task": "reviews.escalate_sla_breaches", "schedule": 30.0},
+    "escalate-sla-breaches": {
+        "task": "reviews.escalate_sla_breaches",
+        "schedule": REVIEW_SLA_CHECK_SECONDS,
+    },
     "sweep-explanations": {"task": "reviews.sweep_explanations", "schedule": 30.0},
     "sweep-exports": {"task": "labels.sweep_exports", "schedule": 60.0},
     "sweep-webhooks": {"task": "webhooks.sweep", "schedule": 10.0},

@@ -10,12 +10,13 @@ from rest_framework.test import APIClient
 from apps.accounts.roles import user_roles
 from apps.operations.management.commands.demo_setup import (
     DEMO_ACCOUNTS,
+    REASON_CODES,
     model_train,
     prediction_items,
 )
 from apps.predictions.models import Prediction
 from apps.queues.services import queue_get_or_create
-from apps.registry.models import ModelVersion
+from apps.registry.models import ModelVersion, ReasonCode
 from apps.reviews.models import ItemStatus, ReviewItem
 
 pytestmark = pytest.mark.django_db
@@ -82,6 +83,17 @@ def test_demo_setup_creates_an_account_per_role_with_a_working_token(demo):
         response = client.get(path)
         assert response.status_code == 200, (username, response.content)
         assert role in user_roles(response.wsgi_request.user)
+
+
+def test_demo_setup_gives_the_model_reason_codes_and_prints_the_accounts_last(demo):
+    # given the demo set up (the fixture)
+    # then the model has the demo's override reasons, active
+    codes = ReasonCode.objects.filter(model_name="breast-cancer", active=True)
+    assert set(codes.values_list("code", flat=True)) == {code for code, _ in REASON_CODES}
+    # and the output ends with the accounts and where to log in
+    last = demo.splitlines()[-12:]
+    assert any(line.startswith("demo-reviewer") for line in last)
+    assert "log in at http://127.0.0.1:8000/login/" in demo
 
 
 def test_demo_setup_run_again_duplicates_nothing(demo):

@@ -31,6 +31,7 @@ from sklearn.datasets import load_breast_cancer
 
 from apps.accounts.roles import Role
 from apps.accounts.services import account_token, account_upsert
+from apps.registry.services import reason_code_upsert
 
 MODEL_NAME = "breast-cancer"
 MODEL_VERSION = "1"
@@ -44,7 +45,15 @@ SENSITIVE_FEATURE = "mean_texture"
 # Where the request came from, drawn with a fixed seed; "referral" trips a risk rule.
 CHANNELS = ("clinic", "screening", "referral")
 CHANNEL_WEIGHTS = (0.6, 0.3, 0.1)
-SERVER_URL = "http://127.0.0.1:8000"
+SERVER_URL = "http://127.0.0.1:8000/"
+
+# The reasons a reviewer may give for overriding the model's label (an override needs
+# one), so that an override works in the review screen and the API from the start.
+REASON_CODES: tuple[tuple[str, str], ...] = (
+    ("measurement_error", "A feature value is wrong: mis-measured or mis-entered"),
+    ("imaging_reviewed", "The reviewer read the images and disagrees with the model"),
+    ("clinical_context", "The patient's history or referral says otherwise"),
+)
 
 DEMO_ACCOUNTS: tuple[tuple[str, Role], ...] = (
     ("demo-admin", Role.ADMIN),
@@ -138,6 +147,14 @@ def accounts_create() -> list[DemoAccount]:
             )
         )
     return accounts
+
+
+def reason_codes_create() -> list[str]:
+    """The demo model's override reasons (registry service); their codes."""
+    return [
+        reason_code_upsert(model_name=MODEL_NAME, code=code, description=description).code
+        for code, description in REASON_CODES
+    ]
 
 
 def model_train() -> TrainedModel:
@@ -275,9 +292,14 @@ class Command(BaseCommand):
         "API, and the breast cancer dataset sent as predictions. Safe to run again."
     )
 
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--url", default=SERVER_URL, help=f"where the demo is served (default {SERVER_URL})"
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        url = options["url"].rstrip("/")
         accounts = accounts_create()
-        self._print_accounts(accounts)
         tokens = {account.role: account.token for account in accounts}
 
         trained = model_train()
@@ -289,11 +311,15 @@ class Command(BaseCommand):
         items = prediction_items(trained=trained, model_ref=model["ref"])
         summary = predictions_send(client=api_client(token=tokens[Role.PRODUCER]), items=items)
         self._print_intake(summary, sent=len(items))
+        self._heading("Override reasons")
+        self.stdout.write(f"{MODEL_NAME}: {', '.join(reason_codes_create())}")
 
+        self._print_accounts(accounts)
         self.stdout.write("")
-        self.stdout.write(self.style.SUCCESS(f"Open {SERVER_URL}/"))
-        self.stdout.write(f"API docs: {SERVER_URL}/api/docs/")
-        self.stdout.write(f"Admin:    {SERVER_URL}/admin/ (log in as demo-admin)")
+        self.stdout.write(self.style.SUCCESS(f"Open {url}/ and log in at {url}/login/"))
+        self.stdout.write("(reviewers: demo-reviewer; escalations: demo-manager)")
+        self.stdout.write(f"API docs: {url}/api/docs/ (the API takes 'Authorization: Token ...')")
+        self.stdout.write(f"Admin:    {url}/admin/ (log in as demo-admin)")
 
     def _heading(self, text: str) -> None:
         self.stdout.write("")
