@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis
 from psycopg import sql
+
+from reviewqueue.launcher import Gunicorn as Server
+from reviewqueue.launcher import gunicorn_start
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -169,42 +171,6 @@ def profile_database() -> Iterator[tuple[str, str]]:
         redis_flush(broker_url)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A gunicorn serving ``reviewqueue.wsgi``, started by this process."""
-
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-    description: str
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()  # graceful: finish the requests in flight
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 def server_start(
     env: dict[str, str],
     *,
@@ -214,46 +180,16 @@ def server_start(
     log_path: Path,
     ready_timeout: float = 60.0,
 ) -> Server:
-    """Start gunicorn and wait until ``/healthz`` answers 200."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "reviewqueue.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        worker_class,
-        "--threads",
-        str(threads),
-        "--log-level",
-        "warning",
-        "--timeout",
-        "120",
-    ]
-    log = log_path.open("wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    description = f"{workers} {worker_class} workers" + (
-        f" x {threads} threads" if worker_class == "gthread" else ""
+    """Start gunicorn (the project's one launcher) and wait until ``/healthz`` answers 200."""
+    return gunicorn_start(
+        env,
+        workers=workers,
+        worker_class=worker_class,
+        threads=threads,
+        timeout=120,
+        log_path=log_path,
+        ready_timeout=ready_timeout,
     )
-    server = Server(process=process, port=port, log_path=log_path, description=description)
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early:\n{server.log_tail()}")
-        try:
-            status, _ = Http(server.base_url).request("GET", "/healthz")
-            if status == 200:
-                return server
-        except OSError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"gunicorn did not become ready:\n{server.log_tail()}")
 
 
 # -- HTTP -----------------------------------------------------------------------------

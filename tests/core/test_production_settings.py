@@ -5,11 +5,12 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from reviewqueue.launcher import gunicorn_start
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,9 +60,6 @@ def test_debug_cannot_be_switched_on_in_production():
 def production_server():
     """gunicorn under the production settings, asked for DEBUG, with a database that
     does not answer: every request that reaches the database fails inside Django."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         dead_port = closed.getsockname()[1]
@@ -74,25 +72,12 @@ def production_server():
         "DJANGO_SECURE_SSL_REDIRECT": "False",
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:{dead_port}/nothing",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "reviewqueue.wsgi", "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    # Ready once /healthz answers at all: with the database down, it answers 503.
+    server = gunicorn_start(environment, ready=lambda status: True, ready_timeout=60)
     try:
-        for _ in range(200):
-            try:
-                requests.get(f"{base}/healthz", timeout=5)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        yield base
+        yield server.base_url
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
 
 
 DEBUG_MARKERS = ("Traceback", "technical_500", "Django settings", "DJANGO_SECRET_KEY", "URLconf")

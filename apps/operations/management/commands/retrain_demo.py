@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.accounts.services import account_token, account_upsert
+from reviewqueue.launcher import LaunchError, gunicorn_start
 
 from .demo_setup import DEMO_ACCOUNTS
 
@@ -52,69 +49,23 @@ def demo_tokens() -> dict[str, str]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class LocalServer:
-    """A gunicorn serving this project on 127.0.0.1, with this process's environment."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
+    """A gunicorn serving this project on a free local port, with this process's
+    environment (so the same database), for as long as the block runs."""
 
     def __enter__(self) -> LocalServer:
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "reviewqueue.wsgi",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                "1",
-                "--timeout",
-                "300",
-                "--log-level",
-                "warning",
-            ],
-            cwd=settings.BASE_DIR,
-            env={**os.environ},
-        )
         try:
-            self._wait_until_healthy()
-        except BaseException:
-            self.__exit__()
-            raise
+            # The first request loads the whole project: give it time on a busy machine.
+            self.server = gunicorn_start(
+                os.environ, timeout=300, ready_timeout=SERVER_START_SECONDS
+            )
+        except LaunchError as exc:
+            raise CommandError(str(exc)) from exc
+        self.url = self.server.base_url
         return self
 
-    def _wait_until_healthy(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise CommandError(f"the server exited with code {self.process.returncode}")
-            try:
-                # The first request loads the whole project: give it time on a busy machine.
-                if requests.get(f"{self.url}/healthz", timeout=30).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise CommandError(f"the server did not answer within {SERVER_START_SECONDS}s")
-
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.server.stop()
 
 
 class Command(BaseCommand):
