@@ -9,7 +9,8 @@ also runs on its own against any server:
 
 An honest before and after. ``demo_setup``'s model is trained on every row of the
 breast cancer data, so no row is unseen by it. This demo therefore runs its own lineage
-of the same recipe (``breast-cancer-retrain``), with three disjoint parts of the data
+of the same recipe (``breast-cancer-retrain``; ``scripts/demo_model.py``, beside this
+file), with three disjoint parts of the data
 fixed by a seed:
 
 * held out (30%): never trained on, never sent as a prediction, so never labelled;
@@ -28,44 +29,49 @@ prints both versions' accuracy on the held-out rows.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
+import importlib.util
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import lightgbm
 import numpy as np
 import requests
 from reviewqueue_client import ReviewQueueClient
-from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
+
+
+def _sibling(name: str) -> ModuleType:
+    """``scripts/<name>.py`` (``scripts`` is no package): loaded from its file, once per
+    process, under the name ``manage.py``'s demo commands load it by too."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {name}.py beside {__file__}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # first: dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+# The demo's model recipe (data, training, spec, routing), shared with demo_setup.
+recipe = _sibling("demo_model")
 
 MODEL_NAME = "breast-cancer-retrain"
 QUEUE = "retrain-demo"
-SEED = 20240611
-N_TREES = 50
+SEED = recipe.SEED
 HELD_OUT_SHARE = 0.3
 INITIAL_SHARE = 0.3
 BATCH_SIZE = 1000
 EXTERNAL_PREFIX = "bcr-"
-SENSITIVE_FEATURE = "mean_texture"
-CHANNELS = ("clinic", "screening", "referral")
-CHANNEL_WEIGHTS = (0.6, 0.3, 0.1)
 ESCALATION_REASON = "model_wrong"
-ROUTING: dict[str, Any] = {
-    "min_confidence": 0.9,
-    "risk_rules": [
-        {"field": "features.mean_radius", "op": ">=", "value": 20.0, "reason": "large_tumour"},
-        {"field": "context.channel", "op": "==", "value": "referral", "reason": "referral"},
-    ],
-    "audit_rate": 0.05,
-    "sla": {"default": "PT4H", "large_tumour": "PT1H"},
-    "queue": QUEUE,
-}
 ROLES = ("admin", "producer", "reviewer", "escalation_manager", "pipeline")
 TOKEN_ENV = {role: f"RQ_{role.upper()}_TOKEN" for role in ROLES}
 
@@ -76,6 +82,7 @@ class DemoError(RuntimeError):
 
 @dataclass(frozen=True)
 class Dataset:
+    data: Any  # the recipe's Data: every row, its names and its context
     rows: np.ndarray
     target: np.ndarray
     feature_names: list[str]
@@ -110,7 +117,7 @@ class Report:
 def dataset_split(*, traffic_rows: int | None = None) -> Dataset:
     """The three disjoint parts of the data. The held-out part depends only on the seed,
     not on ``traffic_rows``, so runs of any size never train on it."""
-    data = load_breast_cancer()
+    data = recipe.data_load()
     index = np.arange(len(data.target))
     rest, held_out = train_test_split(
         index, test_size=HELD_OUT_SHARE, random_state=SEED, stratify=data.target
@@ -121,10 +128,11 @@ def dataset_split(*, traffic_rows: int | None = None) -> Dataset:
     if traffic_rows is not None:
         traffic = traffic[:traffic_rows]
     return Dataset(
-        rows=data.data,
+        data=data,
+        rows=data.rows,
         target=data.target,
-        feature_names=[str(name).replace(" ", "_") for name in data.feature_names],
-        labels=[str(name) for name in data.target_names],
+        feature_names=data.feature_names,
+        labels=data.labels,
         held_out=np.sort(held_out),
         initial=np.sort(initial),
         traffic=np.sort(traffic),
@@ -132,20 +140,8 @@ def dataset_split(*, traffic_rows: int | None = None) -> Dataset:
 
 
 def train(rows: np.ndarray, target: np.ndarray, feature_names: list[str]) -> lightgbm.Booster:
-    """The demo's recipe (as ``demo_setup``): 50 trees, fixed seed, deterministic."""
-    params = {
-        "objective": "binary",
-        "num_leaves": 15,
-        "learning_rate": 0.1,
-        "min_data_in_leaf": 10,
-        "seed": SEED,
-        "deterministic": True,
-        "force_row_wise": True,
-        "num_threads": 1,
-        "verbose": -1,
-    }
-    train_set = lightgbm.Dataset(rows, label=target, feature_name=feature_names)
-    return lightgbm.train(params, train_set, num_boost_round=N_TREES)
+    """The demo's recipe, as ``demo_setup`` trains it."""
+    return recipe.train(rows, target, feature_names)
 
 
 def accuracy(booster: lightgbm.Booster, rows: np.ndarray, target: np.ndarray) -> float:
@@ -154,7 +150,7 @@ def accuracy(booster: lightgbm.Booster, rows: np.ndarray, target: np.ndarray) ->
 
 
 def artifact(booster: lightgbm.Booster) -> bytes:
-    return booster.model_to_string().encode()
+    return recipe.artifact(booster)
 
 
 class Api:
@@ -176,19 +172,9 @@ class Api:
 
 
 def model_spec(data: Dataset, *, version: str, booster: lightgbm.Booster) -> dict[str, Any]:
-    return {
-        "name": MODEL_NAME,
-        "version": version,
-        "task": "binary_classification",
-        "labels": data.labels,
-        "features": [
-            {"name": name, "type": "numeric", "sensitive": name == SENSITIVE_FEATURE}
-            for name in data.feature_names
-        ],
-        "explainer": {"kind": "lightgbm"},
-        "routing": ROUTING,
-        "artifact": base64.b64encode(artifact(booster)).decode("ascii"),
-    }
+    return recipe.model_spec(
+        data.data, name=MODEL_NAME, version=version, booster=booster, queue=QUEUE
+    )
 
 
 def model_register(admin: Api, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -229,22 +215,12 @@ def predictions_send(
     producer: Api, data: Dataset, *, booster: lightgbm.Booster, model_ref: str
 ) -> list[dict[str, Any]]:
     """The traffic rows as version 1 scores them, sent through the bulk intake."""
-    rows = data.rows[data.traffic]
-    positive = np.asarray(booster.predict(rows))
-    channels = np.random.default_rng(SEED).choice(CHANNELS, size=len(data.rows), p=CHANNEL_WEIGHTS)
-    negative_label, positive_label = data.labels
+    positive = np.asarray(booster.predict(data.rows[data.traffic]))
     items = [
-        {
-            "model": model_ref,
-            "external_id": external_id(int(row)),
-            "features": dict(zip(data.feature_names, map(float, values), strict=True)),
-            "prediction": {
-                "label": positive_label if p > 0.5 else negative_label,
-                "probabilities": {negative_label: 1.0 - float(p), positive_label: float(p)},
-            },
-            "context": {"channel": str(channels[row])},
-        }
-        for row, values, p in zip(data.traffic, rows, positive, strict=True)
+        recipe.prediction(
+            data.data, row=int(row), positive=p, model_ref=model_ref, external_id=external_id(row)
+        )
+        for row, p in zip(data.traffic, positive, strict=True)
     ]
     answers = []
     for start in range(0, len(items), BATCH_SIZE):

@@ -14,7 +14,6 @@ them each prediction's content, are the same on every run.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 from collections import Counter
@@ -27,24 +26,22 @@ import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.test import APIClient
-from sklearn.datasets import load_breast_cancer
 
 from apps.accounts.roles import Role
 from apps.accounts.services import account_token, account_upsert
+from apps.operations.scripts import script_module
 from apps.registry.services import reason_code_upsert
+
+# The data, the training and the routing policy: scripts/demo_model.py, shared with the
+# retraining pipeline.
+recipe = script_module("demo_model")
 
 MODEL_NAME = "breast-cancer"
 MODEL_VERSION = "1"
-SEED = 20240611
-N_TREES = 50
+QUEUE = "default"
+N_TREES = recipe.N_TREES
 # The API's bulk limit: one request per thousand predictions.
 BATCH_SIZE = 1000
-# Nothing in this dataset is personal data; one feature is flagged to show what
-# reviewers see of a sensitive feature (its attribution folded into one row).
-SENSITIVE_FEATURE = "mean_texture"
-# Where the request came from, drawn with a fixed seed; "referral" trips a risk rule.
-CHANNELS = ("clinic", "screening", "referral")
-CHANNEL_WEIGHTS = (0.6, 0.3, 0.1)
 SERVER_URL = "http://127.0.0.1:8000/"
 
 # The reasons a reviewer may give for overriding the model's label (an override needs
@@ -63,17 +60,6 @@ DEMO_ACCOUNTS: tuple[tuple[str, Role], ...] = (
     ("demo-pipeline", Role.PIPELINE),
 )
 
-ROUTING: dict[str, Any] = {
-    "min_confidence": 0.9,
-    "risk_rules": [
-        {"field": "features.mean_radius", "op": ">=", "value": 20.0, "reason": "large_tumour"},
-        {"field": "context.channel", "op": "==", "value": "referral", "reason": "referral"},
-    ],
-    "audit_rate": 0.05,
-    "sla": {"default": "PT4H", "large_tumour": "PT1H"},
-    "queue": "default",
-}
-
 
 @dataclass(frozen=True)
 class DemoAccount:
@@ -88,15 +74,25 @@ class TrainedModel:
     """A fitted booster and the data it scores: ``positive[i]`` is P(labels[1]) for row i."""
 
     booster: lightgbm.Booster
-    feature_names: list[str]
-    labels: list[str]
-    rows: np.ndarray
+    data: Any  # the recipe's Data
     positive: np.ndarray
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.data.feature_names
+
+    @property
+    def labels(self) -> list[str]:
+        return self.data.labels
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.data.rows
 
     @property
     def artifact(self) -> bytes:
         """The LightGBM text model, as the registry stores it."""
-        return self.booster.model_to_string().encode()
+        return recipe.artifact(self.booster)
 
 
 @dataclass
@@ -158,50 +154,17 @@ def reason_codes_create() -> list[str]:
 
 
 def model_train() -> TrainedModel:
-    """A small LightGBM binary classifier on scikit-learn's bundled breast cancer data.
-
-    Deterministic: fixed seed, one thread, LightGBM's deterministic mode.
-    """
-    dataset = load_breast_cancer()
-    # LightGBM replaces whitespace in feature names; routing field paths exclude it too.
-    feature_names = [str(name).replace(" ", "_") for name in dataset.feature_names]
-    train_set = lightgbm.Dataset(dataset.data, label=dataset.target, feature_name=feature_names)
-    params = {
-        "objective": "binary",
-        "num_leaves": 15,
-        "learning_rate": 0.1,
-        "seed": SEED,
-        "deterministic": True,
-        "force_row_wise": True,
-        "num_threads": 1,
-        "verbose": -1,
-    }
-    booster = lightgbm.train(params, train_set, num_boost_round=N_TREES)
-    return TrainedModel(
-        booster=booster,
-        feature_names=feature_names,
-        # The binary objective scores class 1, so target_names is the output order.
-        labels=[str(name) for name in dataset.target_names],
-        rows=dataset.data,
-        positive=np.asarray(booster.predict(dataset.data)),
-    )
+    """The recipe's LightGBM classifier, trained on every row of the breast cancer data."""
+    data = recipe.data_load()
+    booster = recipe.train(data.rows, data.target, data.feature_names)
+    return TrainedModel(booster=booster, data=data, positive=np.asarray(booster.predict(data.rows)))
 
 
 def model_spec(trained: TrainedModel) -> dict[str, Any]:
     """The registration body: the contract's spec, with the model file base64-encoded."""
-    return {
-        "name": MODEL_NAME,
-        "version": MODEL_VERSION,
-        "task": "binary_classification",
-        "labels": trained.labels,
-        "features": [
-            {"name": name, "type": "numeric", "sensitive": name == SENSITIVE_FEATURE}
-            for name in trained.feature_names
-        ],
-        "explainer": {"kind": "lightgbm"},
-        "routing": ROUTING,
-        "artifact": base64.b64encode(trained.artifact).decode("ascii"),
-    }
+    return recipe.model_spec(
+        trained.data, name=MODEL_NAME, version=MODEL_VERSION, booster=trained.booster, queue=QUEUE
+    )
 
 
 def api_client(*, token: str) -> APIClient:
@@ -238,30 +201,13 @@ def model_register(*, client: APIClient, spec: dict[str, Any]) -> tuple[dict[str
 
 
 def prediction_items(*, trained: TrainedModel, model_ref: str) -> list[dict[str, Any]]:
-    """One prediction per dataset row, as a model server would send it.
-
-    Probabilities are ``[1 - p, p]`` unrounded, so they sum to 1 to within float error.
-    """
-    channels = np.random.default_rng(SEED).choice(
-        CHANNELS, size=len(trained.rows), p=CHANNEL_WEIGHTS
-    )
-    negative, positive = trained.labels
-    items = []
-    for index, (row, p) in enumerate(zip(trained.rows, trained.positive, strict=True)):
-        p = float(p)
-        items.append(
-            {
-                "model": model_ref,
-                "external_id": f"bc-{index:04d}",
-                "features": dict(zip(trained.feature_names, map(float, row), strict=True)),
-                "prediction": {
-                    "label": positive if p > 0.5 else negative,
-                    "probabilities": {negative: 1.0 - p, positive: p},
-                },
-                "context": {"channel": str(channels[index])},
-            }
+    """One prediction per dataset row, as a model server would send it."""
+    return [
+        recipe.prediction(
+            trained.data, row=row, positive=p, model_ref=model_ref, external_id=f"bc-{row:04d}"
         )
-    return items
+        for row, p in enumerate(trained.positive)
+    ]
 
 
 def predictions_send(*, client: APIClient, items: Sequence[dict[str, Any]]) -> IntakeSummary:

@@ -10,35 +10,27 @@ stops afterwards.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.accounts.services import account_token, account_upsert
+from apps.operations.scripts import script_module
 from reviewqueue.launcher import LaunchError, gunicorn_start
 
 from .demo_setup import DEMO_ACCOUNTS
 
-SCRIPT = Path(settings.BASE_DIR) / "scripts" / "retrain_demo.py"
 SERVER_START_SECONDS = 60
 
 
 def pipeline_module() -> ModuleType:
-    """``scripts/retrain_demo.py``, loaded from its file (``scripts`` is no package)."""
-    spec = importlib.util.spec_from_file_location("retrain_demo_pipeline", SCRIPT)
-    if spec is None or spec.loader is None:
-        raise CommandError(f"cannot load {SCRIPT}")
-    module = importlib.util.module_from_spec(spec)
-    # Registered first: dataclasses look their module up while the class is made.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """``scripts/retrain_demo.py``, the pipeline (``scripts`` is no package)."""
+    try:
+        return script_module("retrain_demo")
+    except (ImportError, OSError) as exc:
+        raise CommandError(f"cannot load the pipeline: {exc}") from exc
 
 
 def demo_tokens() -> dict[str, str]:
