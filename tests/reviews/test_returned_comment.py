@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps.reviews.apis import ItemOutputSerializer, item_output
+from apps.reviews.outputs import ItemOutputSerializer, item_output
 from apps.reviews.models import Escalation, ReviewItem
 from apps.reviews.selectors import review_item_for_output
 from tests.conftest import make_client
