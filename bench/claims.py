@@ -20,10 +20,10 @@ import time
 
 import psycopg
 
+from .cpu import CpuMeter
 from .harness import (
     BenchFailure,
     Context,
-    CpuMeter,
     Http,
     Row,
     linear_model_spec,

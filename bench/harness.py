@@ -1,5 +1,6 @@
 """The pieces every benchmark shares: a throwaway database, accounts, a gunicorn
-server, a keep-alive HTTP client and the result table.
+server and a keep-alive HTTP client (the CPU meter is ``bench.cpu``, the result table
+``bench.table``).
 
 Nothing here knows about a particular benchmark. The database is derived from
 ``DATABASE_URL`` (``<name>_bench`` on the same server), dropped and recreated on each
@@ -11,13 +12,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import platform
-import re
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,141 +224,6 @@ class Http:
         self.conn.close()
 
 
-# -- who used the CPU ----------------------------------------------------------------
-#
-# The machine may be shared (other people's test runs): a figure measured while
-# something else took half the cores means little. CpuMeter splits the machine's busy
-# time during a run into this benchmark's processes (the client, gunicorn and its
-# workers), PostgreSQL's processes, and everything else ("foreign").
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def processes() -> Iterator[tuple[int, str, list[str]]]:
-    """(pid, command name, the fields of ``/proc/<pid>/stat`` after the name) of every
-    process alive now: ``fields[0]`` is the state, ``fields[1]`` the parent pid."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        name_ends = text.rindex(")")
-        yield int(entry), text[text.index("(") + 1 : name_ends], text[name_ends + 2 :].split()
-
-
-def _process_table() -> dict[int, tuple[int, str, float]]:
-    """pid -> (parent pid, command name, CPU seconds used), from /proc.
-
-    For PostgreSQL processes the name is their title (``postgres: 15/main: postgres
-    reviewqueue_bench 127.0.0.1(5432) idle``), which names the database of a backend.
-    """
-    table = {}
-    for pid, name, fields in processes():
-        # fields[11] and fields[12] are utime and stime.
-        if name.startswith("postgres"):
-            try:
-                with open(f"/proc/{pid}/cmdline") as f:
-                    name = f.read().replace("\0", " ").strip() or name
-            except OSError:
-                continue
-        table[pid] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / _TICK)
-    return table
-
-
-def _machine_busy_seconds() -> float:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return (sum(values[:8]) - idle) / _TICK
-
-
-@dataclass
-class CpuShare:
-    """CPU seconds used during a run, and the seconds the machine had."""
-
-    ours: float
-    postgres: float
-    foreign: float
-    capacity: float
-
-    @property
-    def foreign_share(self) -> float:
-        return self.foreign / self.capacity if self.capacity else 0.0
-
-    @property
-    def busy_share(self) -> float:
-        used = self.ours + self.postgres + self.foreign
-        return used / self.capacity if self.capacity else 0.0
-
-
-class CpuMeter:
-    """Measure who used the CPU between ``start()`` and ``stop()`` (Linux only).
-
-    PostgreSQL's share is its backends serving ``database`` plus its shared background
-    processes (WAL writer, checkpointer...); backends of other databases are foreign.
-    """
-
-    def __init__(self, server: Server, database: str) -> None:
-        self.server = server
-        self.database = f" {database} "
-        self.available = os.path.exists("/proc/stat")
-
-    def _sample(self) -> tuple[float, float, dict[int, tuple[str, float]]]:
-        """(time, machine busy seconds, pid -> ("ours" | "postgres", CPU seconds))."""
-        ours_roots = {os.getpid(), self.server.process.pid}
-        processes = {}
-        for pid, (ppid, name, seconds) in _process_table().items():
-            if pid in ours_roots or ppid in ours_roots:
-                processes[pid] = ("ours", seconds)
-            elif name.startswith("postgres"):
-                backend = "(" in name or "[local]" in name
-                if self.database in f"{name} " or not backend:
-                    processes[pid] = ("postgres", seconds)
-        return time.monotonic(), _machine_busy_seconds(), processes
-
-    def start(self) -> None:
-        self.began = self._sample() if self.available else None
-
-    def stop(self) -> CpuShare | None:
-        if not self.available or self.began is None:
-            return None
-        t0, busy0, before = self.began
-        t1, busy1, after = self._sample()
-        used = {"ours": 0.0, "postgres": 0.0}
-        # Per process: a backend that Django reconnected during the run is new, and
-        # counts from zero. (What a process that ended during the run used is lost.)
-        for pid, (kind, seconds) in after.items():
-            used[kind] += max(0.0, seconds - before.get(pid, (kind, 0.0))[1])
-        foreign = max(0.0, (busy1 - busy0) - used["ours"] - used["postgres"])
-        return CpuShare(used["ours"], used["postgres"], foreign, (t1 - t0) * (os.cpu_count() or 1))
-
-    def wait_for_quiet(self, *, below: float = 0.2, timeout: float = 60.0) -> float:
-        """Wait until other processes use less than ``below`` of the machine over a
-        second, or ``timeout`` passes; the share they used last."""
-        if timeout <= 0:
-            return 0.0
-        deadline = time.monotonic() + timeout
-        waited = False
-        while True:
-            self.start()
-            time.sleep(1.0)
-            share = self.stop()
-            if share is None or share.foreign_share < below or time.monotonic() > deadline:
-                if waited:
-                    print(f"  (other processes now at {share.foreign_share:.0%})", flush=True)
-                return share.foreign_share if share else 0.0
-            if not waited:
-                print(
-                    f"  other processes use {share.foreign_share:.0%} of the machine; "
-                    f"waiting up to {timeout:.0f} s for them",
-                    flush=True,
-                )
-                waited = True
-
-
 # -- the shared context ---------------------------------------------------------------
 
 
@@ -431,84 +294,3 @@ def account_create(env: dict[str, str], name: str, role: str) -> str:
     """Create an account with ``role``; its API token (the command's last line)."""
     output = manage(env, "create_account", name, "--role", role, "--token")
     return output.strip().splitlines()[-1].strip()
-
-
-# -- the table ------------------------------------------------------------------------
-
-_GOAL_RE = re.compile(r"^\s*(>=|<=|<|>)\s*([\d,._]+)")
-_BOUNDS = {
-    ">=": lambda figure, bound: figure >= bound,
-    "<=": lambda figure, bound: figure <= bound,
-    ">": lambda figure, bound: figure > bound,
-    "<": lambda figure, bound: figure < bound,
-}
-
-
-def goal_met(row: Row) -> str:
-    """``yes``/``no`` when the goal is a bound (``>= <= > <``) on a numeric figure."""
-    match = _GOAL_RE.match(row.goal)
-    if not match or not isinstance(row.figure, int | float):
-        return ""
-    bound = float(match.group(2).replace(",", "").replace("_", ""))
-    return "yes" if _BOUNDS[match.group(1)](row.figure, bound) else "no"
-
-
-def format_figure(figure: float | int | str) -> str:
-    if isinstance(figure, str):
-        return figure
-    if abs(figure) >= 100:
-        return f"{figure:,.0f}"
-    return f"{figure:.3g}"
-
-
-HEADER = ("benchmark", "figure", "unit", "goal", "met", "note")
-
-
-def table_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
-    return [(r.name, format_figure(r.figure), r.unit, r.goal, goal_met(r), r.note) for r in rows]
-
-
-def table_text(rows: Sequence[Row]) -> str:
-    cells = [HEADER, *table_cells(rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
-    right = {1}  # figures align right
-
-    def line(row: tuple[str, ...]) -> str:
-        return "  ".join(
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ).rstrip()
-
-    return "\n".join([line(cells[0]), line(tuple("-" * w for w in widths)), *map(line, cells[1:])])
-
-
-def table_markdown(rows: Sequence[Row]) -> str:
-    def line(row: tuple[str, ...]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
-
-    separator = "|" + "|".join("---:" if i == 1 else "---" for i in range(len(HEADER))) + "|"
-    return "\n".join([line(HEADER), separator, *(line(r) for r in table_cells(rows))])
-
-
-def machine_facts(database_url: str) -> dict[str, str]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": (commit or "?") + (" (with local changes)" if dirty else ""),
-        "cores": str(os.cpu_count()),
-        "python": platform.python_version(),
-        "postgresql": database_version(database_url),
-    }

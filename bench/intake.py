@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .harness import BenchFailure, Context, CpuMeter, CpuShare, Row
+from .cpu import CpuMeter, CpuShare
+from .harness import BenchFailure, Context, Row
 
 N_FEATURES = 30
 ITEMS_PER_REQUEST = 1000

@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import claims, explanations, harness, intake, labels, review_screen
+from bench import claims, explanations, harness, intake, labels, review_screen, table
 from bench.harness import BenchFailure, Context, Row
 
 Benchmark = Callable[[Context], list[Row]]
@@ -94,7 +94,7 @@ def write_markdown(rows: list[Row], facts: dict[str, str]) -> Path:
     harness.RESULTS.mkdir(exist_ok=True)
     path = harness.RESULTS / "latest.md"
     about = ", ".join(f"{k} {v}" for k, v in facts.items())
-    path.write_text(f"# Benchmark results\n\n{about}\n\n{harness.table_markdown(rows)}\n")
+    path.write_text(f"# Benchmark results\n\n{about}\n\n{table.table_markdown(rows)}\n")
     return path
 
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 log_path=Path(scratch) / "gunicorn.log",
             )
             print(f"gunicorn: {server.description} at {server.base_url}", flush=True)
-            facts = harness.machine_facts(database_url)
+            facts = table.machine_facts(database_url)
             ctx = Context(
                 server=server,
                 env=env,
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             harness.redis_flush(broker_url)
 
     print()
-    print(harness.table_text(rows))
+    print(table.table_text(rows))
     path = write_markdown(rows, facts)
     print(f"\nwritten to {path.relative_to(harness.ROOT)}")
     return 0 if ok else 1

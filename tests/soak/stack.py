@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from bench.cpu import processes
 from bench.harness import (
     ROOT,
     Server,
@@ -29,7 +30,6 @@ from bench.harness import (
     database_drop,
     database_recreate,
     manage,
-    processes,
     server_environment,
     server_start,
 )
