@@ -32,8 +32,8 @@ from apps.core.exceptions import Conflict, NotFound
 from apps.queues.models import Queue
 from apps.queues.scope import queue_scope
 from apps.reviews.models import Escalation, EscalationStatus, ItemStatus, ReviewItem
-from apps.reviews.selectors import item_join, review_item_for_output, review_item_visible_to
-from apps.reviews.sql import claim_lock, claim_sql, settle_sql
+from apps.reviews.selectors import review_item_for_output, review_item_visible_to
+from apps.reviews.sql import claim_lock, claim_sql, item_join, settle_sql
 
 from .webhook_events import webhooks_items_escalated
 
