@@ -1,21 +1,16 @@
+"""Fixtures for every test package: the brokers, clients per role, a registered model
+and routed items made through the API, and a receiver that stands for a public host.
+Builders are in tests/factories.py, shared helpers in tests/helpers.py."""
+
 import pytest
 import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from apps.accounts.services import account_token, account_upsert
+from apps.webhooks import outbound
+from tests.factories import ROLES, make_client, model_spec, prediction_body
+from tests.helpers import Receiver
 from tests.workers import PrivateRedis, broker_in_use
-
-ROLES = ("producer", "reviewer", "escalation_manager", "pipeline", "admin")
-
-
-def make_client(username: str, *roles: str, queues=()) -> APIClient:
-    user = account_upsert(username=username, roles=roles, queues=queues)
-    client = APIClient()
-    client.token = account_token(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {client.token}")
-    client.user = user
-    return client
 
 
 @pytest.fixture
@@ -61,67 +56,6 @@ def role_clients(db):
     return {role: make_client(f"user-{role}", role) for role in ROLES}
 
 
-def model_spec(**overrides):
-    spec = {
-        "name": "credit-default",
-        "version": "3",
-        "task": "binary_classification",
-        "labels": ["approve", "deny"],
-        "features": [
-            {"name": "income", "type": "numeric"},
-            {"name": "region", "type": "categorical", "categories": ["n", "s"]},
-            {"name": "age", "type": "numeric", "sensitive": True},
-            {"name": "homeowner", "type": "boolean"},
-        ],
-        "explainer": {"kind": "precomputed", "output": "probability"},
-        "routing": {
-            "min_confidence": 0.8,
-            "risk_rules": [
-                {"field": "context.amount", "op": ">=", "value": 10000, "reason": "high_amount"},
-                {"field": "features.region", "op": "in", "value": ["s"], "reason": "region_s"},
-            ],
-            "audit_rate": 0.0,
-            "sla": {"default": "PT4H", "high_amount": "PT1H"},
-            "queue": "default",
-        },
-    }
-    spec.update(overrides)
-    return spec
-
-
-def attributions_for(prediction: dict) -> dict:
-    """Precomputed attributions that add up to the predicted label's probability."""
-    p = prediction["probabilities"][prediction["label"]]
-    share = (p - 0.5) / 4
-    return {
-        "base_value": 0.5,
-        "values": {"income": 2 * share, "region": share, "age": share, "homeowner": 0.0},
-    }
-
-
-def prediction_body(external_id="app-1", *, model="credit-default:3", **overrides):
-    """A prediction for the default model spec; attributions follow the prediction
-    unless given."""
-    body = {
-        "model": model,
-        "external_id": external_id,
-        "features": {"income": 52000, "region": "n", "age": 41, "homeowner": False},
-        "prediction": {"label": "approve", "probabilities": {"approve": 0.91, "deny": 0.09}},
-        "context": {"amount": 500, "channel": "web"},
-    }
-    body.update(overrides)
-    if "attributions" not in overrides and isinstance(body["prediction"], dict):
-        try:
-            body["attributions"] = attributions_for(body["prediction"])
-        except (KeyError, TypeError):
-            body["attributions"] = attributions_for(
-                {"label": "approve", "probabilities": {"approve": 0.91}}
-            )
-    elif overrides.get("attributions", ...) is None:
-        body.pop("attributions")
-    return body
-
-
 @pytest.fixture
 def registered_model(admin_client):
     response = admin_client.post("/api/v1/models/", model_spec(), format="json")
@@ -146,28 +80,16 @@ def routed_items(producer_client, registered_model, django_capture_on_commit_cal
     return make
 
 
-def train_lightgbm(n_features: int = 4, n_classes: int = 2, *, seed: int = 7, n_trees: int = 20):
-    """A small real LightGBM model and its training data (deterministic)."""
-    import lightgbm
-    import numpy as np
+@pytest.fixture
+def public_loopback(monkeypatch):
+    """Let 127.0.0.2 stand for a public receiver (no test may reach the internet);
+    every other address keeps the real rules."""
+    real = outbound.address_refusal
 
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(400, n_features))
-    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
-    if n_classes > 2:
-        y = np.digitize(X[:, 0], np.quantile(X[:, 0], np.linspace(0, 1, n_classes + 1)[1:-1]))
-    params = {
-        "n_estimators": n_trees,
-        "num_leaves": 8,
-        "verbose": -1,
-        "random_state": seed,
-        "deterministic": True,
-        "n_jobs": 1,
-    }
-    model = lightgbm.LGBMClassifier(**params).fit(X, y)
-    return model.booster_, X
+    def refusal(ip):
+        return None if str(ip) == "127.0.0.2" else real(ip)
 
-
-def lightgbm_artifact(n_features: int = 4, n_classes: int = 2) -> bytes:
-    booster, _ = train_lightgbm(n_features, n_classes)
-    return booster.model_to_string().encode()
+    monkeypatch.setattr(outbound, "address_refusal", refusal)
+    public = Receiver(host="127.0.0.2").start()
+    yield public
+    public.stop()

@@ -11,7 +11,7 @@ from apps.audit.chain import stored_event_hash
 from apps.audit.models import Action, AuditEvent
 from apps.audit.selectors import audit_chain_verify
 from apps.audit.services import Event, audit_append
-from tests.reviews.conftest import make_user
+from tests.factories import make_user
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=UTC)
 

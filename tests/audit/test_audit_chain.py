@@ -36,8 +36,8 @@ from apps.reviews.services.leases import (
     review_item_release,
     review_items_expire_leases,
 )
-from tests.conftest import make_client
-from tests.reviews.conftest import make_items, make_user, review_state, run_in_threads
+from tests.factories import make_client, make_items, make_user
+from tests.helpers import review_state, run_in_threads
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

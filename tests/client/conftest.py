@@ -9,8 +9,7 @@ from apps.accounts.services import account_token, account_upsert
 from apps.registry.models import ModelVersion, ReasonCode
 from apps.reviews.services.decisions import review_item_decide
 from apps.reviews.services.leases import review_item_claim
-from tests.conftest import make_client, model_spec
-from tests.reviews.conftest import make_items
+from tests.factories import make_client, make_items, model_spec
 
 # Against the live server nothing is transient: a retry would hide a bug.
 NO_RETRY = RetryPolicy(max_attempts=1)

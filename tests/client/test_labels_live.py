@@ -17,7 +17,7 @@ from reviewqueue_client import (
 )
 
 from apps.reviews.models import Decision
-from tests.conftest import make_client
+from tests.factories import make_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

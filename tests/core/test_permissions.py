@@ -3,7 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from tests.conftest import ROLES, model_spec, prediction_body
+from tests.factories import ROLES, model_spec, prediction_body
 
 # A pipeline account reads labels and runs exports, nothing else (API.md).
 MODEL_READERS = set(ROLES) - {"pipeline"}
@@ -63,7 +63,7 @@ def test_each_role_on_each_endpoint(world, role_clients, role, method, path):
 
 
 def test_a_producer_sees_only_its_own_predictions(world, role_clients):
-    from tests.conftest import make_client
+    from tests.factories import make_client
 
     other = make_client("other-producer", "producer")
     # its own lookup by id and by external id work; another producer's do not

@@ -9,15 +9,13 @@ import pickle
 import signal
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import skops.io
-import xgboost
 from django.db import connection
-from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
@@ -25,7 +23,12 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from apps.queues.models import Queue
 from apps.registry.models import ModelArtifact, ModelVersion
-from tests.conftest import lightgbm_artifact
+from tests.factories import (
+    lightgbm_artifact,
+    sklearn_artifact,
+    synthetic_classes,
+    xgboost_artifact,
+)
 
 from .helpers import MODELS, feature_names, numeric_features, registration
 
@@ -63,39 +66,11 @@ def assert_refused(response) -> None:
     assert not Queue.objects.filter(name=QUEUE).exists()
 
 
-def training_data(n_features: int, n_classes: int, *, seed: int = 7):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(300, n_features))
-    if n_classes == 2:
-        return X, (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
-    return X, np.digitize(X[:, 0], np.quantile(X[:, 0], [1 / 3, 2 / 3]))
-
-
-@cache
-def xgboost_artifact(n_features: int = 4, n_classes: int = 2, model_format: str = "json"):
-    X, y = training_data(n_features, n_classes)
-    params = {"max_depth": 3, "nthread": 1, "seed": 0}
-    if n_classes == 2:
-        params["objective"] = "binary:logistic"
-    else:
-        params |= {"objective": "multi:softprob", "num_class": n_classes}
-    booster = xgboost.train(params, xgboost.DMatrix(X, label=y), num_boost_round=10)
-    return bytes(booster.save_raw(model_format))
-
-
-@cache
-def sklearn_artifact(n_features: int = 4, n_classes: int = 2) -> bytes:
-    X, y = training_data(n_features, n_classes)
-    model = GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=0)
-    return skops.io.dumps(model.fit(X, y))
-
-
-@cache
-def lightgbm_model(n_features: int = 4, n_classes: int = 2) -> bytes:
-    return lightgbm_artifact(n_features, n_classes)
-
-
-ARTIFACTS = {"lightgbm": lightgbm_model, "xgboost": xgboost_artifact, "sklearn": sklearn_artifact}
+ARTIFACTS = {
+    "lightgbm": lightgbm_artifact,
+    "xgboost": xgboost_artifact,
+    "sklearn": sklearn_artifact,
+}
 
 
 # --- pickles ------------------------------------------------------------------------
@@ -151,13 +126,13 @@ def double(X):
 
 
 def untrusted_pipeline() -> bytes:
-    X, y = training_data(4, 2)
+    X, y = synthetic_classes(4, 2, n_rows=300)
     model = make_pipeline(FunctionTransformer(double), LogisticRegression())
     return skops.io.dumps(model.fit(X, y))
 
 
 def hist_gradient_boosting() -> bytes:
-    X, y = training_data(4, 2)
+    X, y = synthetic_classes(4, 2, n_rows=300)
     return skops.io.dumps(HistGradientBoostingClassifier(max_iter=3).fit(X, y))
 
 
@@ -184,12 +159,12 @@ def test_a_skops_file_holding_an_untrusted_type_is_refused(admin, make, untruste
 
 
 def gaussian_nb() -> bytes:
-    X, y = training_data(4, 2)
+    X, y = synthetic_classes(4, 2, n_rows=300)
     return skops.io.dumps(GaussianNB().fit(X, y))
 
 
 def scaled_logistic_pipeline() -> bytes:
-    X, y = training_data(4, 2)
+    X, y = synthetic_classes(4, 2, n_rows=300)
     return skops.io.dumps(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y))
 
 
@@ -216,7 +191,7 @@ import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 import django
 django.setup()
-from tests.conftest import make_client
+from tests.factories import make_client
 client = make_client("child-admin", "admin")
 client.raise_request_exception = False
 body = json.loads(sys.stdin.read())
@@ -284,7 +259,7 @@ def assert_refused_in_child(answer: dict) -> None:
 
 
 def lightgbm_cut(where: str) -> bytes:
-    text = lightgbm_model().decode()
+    text = lightgbm_artifact().decode()
     end_of_trees = text.index("end of trees")
     cut = {"mid-trees": end_of_trees // 2, "last-tree": end_of_trees - 20}[where]
     return text[:cut].encode()

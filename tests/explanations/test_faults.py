@@ -11,7 +11,7 @@ from django.db.models import Count
 from apps.explanations.models import Explanation
 from apps.reviews.models import ExplanationStatus, ItemStatus, ReviewItem
 from apps.reviews.tasks import sweep_explanations
-from tests.conftest import make_client
+from tests.factories import lightgbm_booster, make_client
 from tests.workers import start_worker, stop_worker, use_broker, wait_until, worker
 
 N_FEATURES = 50
@@ -26,18 +26,10 @@ def private_redis(private_redis, settings):
 
 def register_heavy_model():
     """A 150-tree LightGBM on 50 features: a batch of 500 rows takes a noticeable time."""
-    import lightgbm
-
     rng = np.random.default_rng(3)
     X = rng.normal(size=(2000, N_FEATURES))
     y = (X[:, :5].sum(axis=1) + rng.normal(size=2000) > 0).astype(int)
-    booster = (
-        lightgbm.LGBMClassifier(
-            n_estimators=150, num_leaves=31, verbose=-1, random_state=3, n_jobs=1
-        )
-        .fit(X, y)
-        .booster_
-    )
+    booster = lightgbm_booster(X, y, n_trees=150, num_leaves=31, seed=3)
     spec = {
         "name": "heavy",
         "version": "1",

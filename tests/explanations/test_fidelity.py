@@ -6,7 +6,6 @@ Every model is trained here on small data, registered through the API, and fed
 predictions through the API; the explanation runs in-process (eager Celery).
 """
 
-import lightgbm
 import numpy as np
 import pytest
 import shap
@@ -15,7 +14,6 @@ import xgboost
 from celery.exceptions import Retry
 from django.forms.models import model_to_dict
 from sklearn.datasets import load_breast_cancer, load_iris
-from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from apps.explanations import services as explanation_services
@@ -25,7 +23,7 @@ from apps.predictions.models import Prediction
 from apps.registry.models import ModelArtifact
 from apps.reviews import tasks
 from apps.reviews.models import ExplanationStatus, ItemStatus, ReviewItem
-from tests.conftest import make_client
+from tests.factories import gradient_boosting, lightgbm_booster, make_client, xgboost_booster
 
 from .helpers import (
     CLAIM,
@@ -74,21 +72,6 @@ def breast_cancer(n_features: int = N_FEATURES):
     return X, data.target, [str(name) for name in data.target_names], X[::12]
 
 
-def train_lightgbm_binary(X, y, *, n_trees: int = 30):
-    return (
-        lightgbm.LGBMClassifier(
-            n_estimators=n_trees,
-            num_leaves=8,
-            verbose=-1,
-            deterministic=True,
-            n_jobs=1,
-            random_state=0,
-        )
-        .fit(X, y)
-        .booster_
-    )
-
-
 def register(admin_client, body: dict) -> dict:
     r = admin_client.post(MODELS, body, format="json")
     assert r.status_code == 201, r.content
@@ -106,7 +89,7 @@ def assert_ready(item_ids: list[int]) -> None:
 def test_lightgbm_binary_matches_its_native_contributions(admin_client, send):
     # given a LightGBM binary model (text format) registered through the API
     X, y, labels, rows = breast_cancer()
-    booster = train_lightgbm_binary(X, y)
+    booster = lightgbm_booster(X, y, n_trees=30)
     names = feature_names(N_FEATURES)
     register(
         admin_client,
@@ -159,11 +142,7 @@ def test_lightgbm_binary_matches_its_native_contributions(admin_client, send):
 def test_xgboost_binary_matches_its_native_contributions(admin_client, send, model_format):
     # given an XGBoost binary model saved as JSON or UBJ, registered through the API
     X, y, labels, rows = breast_cancer()
-    booster = xgboost.train(
-        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1, "seed": 0},
-        xgboost.DMatrix(X, label=y),
-        num_boost_round=30,
-    )
+    booster = xgboost_booster(X, y, n_rounds=30)
     names = feature_names(N_FEATURES)
     register(
         admin_client,
@@ -204,7 +183,7 @@ def test_xgboost_binary_matches_its_native_contributions(admin_client, send, mod
 def test_sklearn_gradient_boosting_from_skops_adds_up(admin_client, send):
     # given a scikit-learn gradient boosting classifier saved with skops
     X, y, labels, rows = breast_cancer()
-    model = GradientBoostingClassifier(n_estimators=30, max_depth=2, random_state=0).fit(X, y)
+    model = gradient_boosting(X, y, n_trees=30)
     names = feature_names(N_FEATURES)
     register(
         admin_client,
@@ -334,19 +313,7 @@ def test_multiclass_explains_the_predicted_class(admin_client, send):
     # given a three-class LightGBM model on iris
     data = load_iris()
     X, y, labels = data.data, data.target, [str(n) for n in data.target_names]
-    booster = (
-        lightgbm.LGBMClassifier(
-            n_estimators=10,
-            num_leaves=4,
-            min_child_samples=5,
-            verbose=-1,
-            deterministic=True,
-            n_jobs=1,
-            random_state=0,
-        )
-        .fit(X, y)
-        .booster_
-    )
+    booster = lightgbm_booster(X, y, n_trees=10, num_leaves=4, min_child_samples=5)
     names = feature_names(4)
     register(
         admin_client,
@@ -393,7 +360,7 @@ def test_multiclass_explains_the_predicted_class(admin_client, send):
 def test_reviewers_see_sensitive_features_folded_into_one_row(admin_client, send, reviewer):
     # given a LightGBM model with two sensitive features, and explained predictions
     X, y, labels, rows = breast_cancer(n_features=6)
-    booster = train_lightgbm_binary(X, y)
+    booster = lightgbm_booster(X, y, n_trees=30)
     names = ["f0", "f1", "applicant_age", "f3", "home_postcode", "f5"]
     sensitive = ("applicant_age", "home_postcode")
     register(
@@ -463,7 +430,7 @@ def snapshot(item_ids: list[int]) -> tuple[list[dict], list[dict]]:
 def test_explaining_twice_stores_one_explanation_and_changes_nothing(admin_client, send, reviewer):
     # given routed predictions whose explanation work has not run yet
     X, y, labels, rows = breast_cancer()
-    booster = train_lightgbm_binary(X, y)
+    booster = lightgbm_booster(X, y, n_trees=30)
     names = feature_names(N_FEATURES)
     register(
         admin_client,
@@ -513,7 +480,7 @@ def broken_model(admin_client):
     """A registered LightGBM model whose artifact row is gone, so it cannot load, and
     a prediction of it, one row of data."""
     X, y, labels, rows = breast_cancer()
-    booster = train_lightgbm_binary(X, y)
+    booster = lightgbm_booster(X, y, n_trees=30)
     names = feature_names(N_FEATURES)
     model = register(
         admin_client,

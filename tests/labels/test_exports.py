@@ -13,10 +13,9 @@ from django.utils import timezone
 from apps.labels.models import ExportJob, ExportStatus
 from apps.labels.services import export_build, exports_sweep
 from reviewqueue.celery import app as celery_app
-from tests.conftest import make_client
+from tests.factories import decide_items, explain, make_client, make_items
+from tests.helpers import read_page
 from tests.workers import wait_until, worker
-
-from .conftest import decide_items, explain, make_items, read_page
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

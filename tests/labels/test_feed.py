@@ -12,9 +12,8 @@ from apps.reviews.models import Decision, Escalation
 from apps.reviews.services.decisions import review_item_escalate
 from apps.reviews.services.escalations import escalation_claim, escalation_resolve
 from apps.reviews.services.leases import review_item_claim
-from tests.conftest import make_client, model_spec
-
-from .conftest import decide_items, explain, make_items, make_user, read_page
+from tests.factories import decide_items, explain, make_client, make_items, make_user, model_spec
+from tests.helpers import read_page
 
 # Transactional: the feed serves committed decisions only, never the reader's own open transaction.
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,9 +12,8 @@ from django.db import connection, transaction
 from apps.reviews.models import Decision
 from apps.reviews.services.decisions import review_item_decide
 from apps.reviews.services.leases import review_item_claim
-from tests.reviews.conftest import run_in_threads
-
-from .conftest import make_items, make_user, read_page
+from tests.factories import make_items, make_user
+from tests.helpers import read_page, run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

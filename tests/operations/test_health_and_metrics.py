@@ -4,7 +4,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from tests.conftest import prediction_body
+from tests.factories import prediction_body
 
 
 @pytest.mark.django_db

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from apps.predictions.models import Prediction
 from apps.reviews.models import ItemStatus, ReviewItem
-from tests.conftest import make_client, model_spec, prediction_body
+from tests.factories import make_client, model_spec, prediction_body
 
 URL = "/api/v1/predictions/"
 

@@ -7,7 +7,7 @@ from django.test import override_settings
 
 from apps.predictions.models import Prediction
 from apps.reviews.models import ReviewItem
-from tests.conftest import model_spec, prediction_body
+from tests.factories import model_spec, prediction_body
 
 URL = "/api/v1/predictions/"
 FEATURES = {"income": 52000, "region": "n", "age": 41, "homeowner": False}

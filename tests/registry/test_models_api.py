@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from apps.queues.models import Queue
 from apps.registry.models import ModelVersion
-from tests.conftest import lightgbm_artifact, model_spec
+from tests.factories import lightgbm_artifact, model_spec
 
 URL = "/api/v1/models/"
 LINEAR = {

@@ -25,7 +25,8 @@ from apps.reviews.services.leases import (
     review_item_release,
 )
 from apps.reviews.tasks import expire_leases
-from tests.reviews.conftest import lease_each_to_its_own_reviewer, make_user, run_in_threads
+from tests.factories import lease_each_to_its_own_reviewer, make_user
+from tests.helpers import run_in_threads
 
 N_ITEMS = 10_000
 N_REVIEWERS = 64

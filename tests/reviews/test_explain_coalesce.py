@@ -8,7 +8,7 @@ from apps.explanations.models import Explanation
 from apps.reviews.models import ExplanationStatus, ItemStatus, ReviewItem
 from apps.reviews.tasks import explain_items
 from reviewqueue.celery import app
-from tests.conftest import prediction_body
+from tests.factories import prediction_body
 
 
 @pytest.fixture

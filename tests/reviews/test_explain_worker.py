@@ -4,7 +4,7 @@ import pytest
 
 from apps.reviews.models import ExplanationStatus, ItemStatus, ReviewItem
 from apps.reviews.tasks import explain_items
-from tests.conftest import make_client, model_spec, prediction_body
+from tests.factories import make_client, model_spec, prediction_body
 from tests.workers import use_broker, wait_until, worker
 
 

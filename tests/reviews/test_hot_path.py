@@ -12,10 +12,10 @@ from rest_framework.renderers import JSONRenderer
 from apps.accounts.roles import user_roles
 from apps.accounts.selectors import caller_by_token
 from apps.queues.scope import queue_scope
-from apps.reviews.apis import ItemOutputSerializer, item_output
 from apps.reviews.models import ReviewItem
+from apps.reviews.outputs import ItemOutputSerializer, item_output
 from apps.reviews.selectors import review_item_for_output
-from tests.conftest import make_client
+from tests.factories import make_client
 
 
 def rendered(data: dict) -> dict:

@@ -8,10 +8,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps.reviews.outputs import ItemOutputSerializer, item_output
 from apps.reviews.models import Escalation, ReviewItem
+from apps.reviews.outputs import ItemOutputSerializer, item_output
 from apps.reviews.selectors import review_item_for_output
-from tests.conftest import make_client
+from tests.factories import make_client
 
 from .test_hot_path import by_the_orm, rendered, statements
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 from apps.audit.models import AuditEvent
 from apps.registry.models import ReasonCode
 from apps.reviews.models import Decision, Escalation, ItemStatus, ReviewItem
-from tests.conftest import make_client
+from tests.factories import make_client
 
 CLAIM = "/api/v1/queue/claim/"
 

@@ -11,8 +11,8 @@ from apps.registry.models import ModelVersion
 from apps.reviews.models import Escalation, ItemStatus, ReviewItem
 from apps.reviews.services.decisions import review_item_escalate
 from apps.reviews.services.leases import review_item_claim
-from tests.conftest import ROLES, make_client, model_spec
-from tests.reviews.conftest import make_items, make_user, review_state
+from tests.factories import ROLES, make_client, make_items, make_user, model_spec
+from tests.helpers import review_state
 
 REVIEWER_ENDPOINTS = ["claim", "heartbeat", "release", "decide", "escalate"]
 MANAGER_ENDPOINTS = [

@@ -24,8 +24,8 @@ from apps.reviews.services.escalations import (
 )
 from apps.reviews.services.leases import EXPIRY_BATCH, review_item_claim
 from apps.reviews.tasks import escalate_sla_breaches, expire_leases
-from tests.conftest import make_client
-from tests.reviews.conftest import lease_each_to_its_own_reviewer, make_user, review_state
+from tests.factories import lease_each_to_its_own_reviewer, make_client, make_user
+from tests.helpers import review_state
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

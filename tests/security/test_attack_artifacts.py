@@ -18,7 +18,7 @@ import joblib
 import pytest
 import skops.io
 
-from .conftest import database_state
+from tests.helpers import database_state
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from tests.conftest import prediction_body
-
-from .conftest import database_state, write_calls
+from tests.factories import prediction_body
+from tests.helpers import database_state
+from tests.security.world import write_calls
 
 pytestmark = pytest.mark.django_db
 

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from apps.labels.models import ExportJob
 from apps.reviews.models import Decision, Escalation, ReviewItem
-
-from .conftest import database_state, write_calls
+from tests.helpers import database_state
+from tests.security.world import write_calls
 
 pytestmark = pytest.mark.django_db
 

@@ -18,9 +18,7 @@ from django.test import Client
 from apps.webhooks import outbound
 from apps.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 from apps.webhooks.services.subscriptions import webhook_subscription_create
-from tests.webhooks.conftest import Receiver
-
-from .conftest import database_state
+from tests.helpers import Receiver, database_state
 
 pytestmark = pytest.mark.django_db
 

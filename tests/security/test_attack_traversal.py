@@ -21,9 +21,8 @@ from apps.core.pagination import ResultsCursorPagination
 from apps.labels.services import ExportRequest, export_create
 from apps.reviews.services.decisions import review_item_escalate
 from apps.reviews.services.leases import review_item_claim
-from tests.conftest import model_spec, prediction_body
-
-from .conftest import database_state
+from tests.factories import model_spec, prediction_body
+from tests.helpers import database_state
 
 pytestmark = pytest.mark.django_db
 

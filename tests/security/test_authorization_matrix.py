@@ -45,8 +45,9 @@ from rest_framework.test import APIClient
 from apps.labels.models import ExportJob
 from apps.labels.services import export_build, export_download_url
 from apps.reviews.services.leases import review_item_claim
-from tests.conftest import ROLES, make_client, model_spec, prediction_body
-from tests.security.conftest import World, database_state, world_seed
+from tests.factories import ROLES, make_client, model_spec, prediction_body
+from tests.helpers import database_state
+from tests.security.world import World, world_seed
 
 QUEUE_OF_SIDE = {"own": "default", "foreign": "foreign"}
 OTHER_SIDE = {"own": "foreign", "foreign": "own"}

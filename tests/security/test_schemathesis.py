@@ -45,7 +45,6 @@ Choices:
 """
 
 import base64
-import functools
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -68,8 +67,7 @@ from apps.reviews.services.decisions import review_item_escalate
 from apps.reviews.services.escalations import escalation_claim
 from apps.reviews.services.leases import review_item_claim
 from reviewqueue.wsgi import application
-from tests.conftest import lightgbm_artifact, model_spec, prediction_body
-from tests.reviews.conftest import make_items
+from tests.factories import lightgbm_artifact, make_items, model_spec, prediction_body
 
 # Hypothesis keeps caches (not examples: there is no example database) out of the
 # repository.
@@ -130,11 +128,6 @@ AS_GENERATED, REAL_OBJECTS, ALL_REAL = 0, 1, 2
 
 def operation_id(case) -> str:
     return case.operation.definition.raw["operationId"]
-
-
-@functools.cache
-def _lightgbm_artifact() -> bytes:
-    return lightgbm_artifact()
 
 
 class RealValues:
@@ -267,7 +260,7 @@ class RealValues:
             case.body = model_spec(name=f"fuzz-model-{k}")
         else:
             spec = model_spec(name=f"fuzz-model-{k}", explainer={"kind": "lightgbm"})
-            case.body = {**spec, "artifact": base64.b64encode(_lightgbm_artifact()).decode()}
+            case.body = {**spec, "artifact": base64.b64encode(lightgbm_artifact()).decode()}
 
     def _fill_predictions_list(self, case, n: int, secrets: bool) -> None:
         _query_drop(case, "cursor")

@@ -21,9 +21,8 @@ from playwright import sync_api
 
 from apps.reviews.models import Decision, Escalation, ItemStatus, ReviewItem
 from apps.reviews.services.leases import review_items_expire_leases
-from tests.conftest import model_spec, prediction_body
-
-from .conftest import PASSWORD, XSS, login_client
+from tests.factories import PASSWORD, login_client, model_spec, prediction_body
+from tests.helpers import XSS
 
 
 @pytest.fixture(autouse=True, scope="module")

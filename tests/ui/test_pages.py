@@ -10,9 +10,8 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.reviews.models import Decision, Escalation, ItemStatus, ReviewItem
-from tests.reviews.conftest import review_state
-
-from .conftest import login_client
+from tests.factories import login_client
+from tests.helpers import review_state
 
 pytestmark = pytest.mark.django_db
 
@@ -348,7 +347,7 @@ def test_the_admin_manages_models_reason_codes_queues_memberships_and_accounts(p
 
 
 def test_the_screen_hides_exactly_what_the_api_hides(reviewer, routed_items):
-    from apps.reviews.apis import public_features as api_public_features
+    from apps.reviews.outputs import public_features as api_public_features
     from apps.ui.selectors import case_view
 
     (item_id,) = routed_items(1)

@@ -7,8 +7,7 @@ import pytest
 
 from apps.webhooks import outbound
 from apps.webhooks.outbound import AddressRefused, HostUnresolvable, check_url
-
-from .conftest import Receiver
+from tests.helpers import Receiver
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,8 @@ from apps.reviews.services.webhook_events import (
 from apps.webhooks.models import WebhookAttempt, WebhookDelivery
 from apps.webhooks.services.delivery import webhook_delivery_attempt
 from apps.webhooks.tasks import deliver, sweep
-from tests.conftest import make_client
-from tests.reviews.conftest import run_in_threads
-
-from .conftest import subscribe, verify
+from tests.factories import make_client, subscribe
+from tests.helpers import run_in_threads, verify
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import verify
+from tests.helpers import verify
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from apps.accounts.services import account_token, account_upsert
 from apps.webhooks.models import WebhookDelivery
 from apps.webhooks.services.subscriptions import webhook_subscription_create
-from tests.conftest import model_spec, prediction_body
+from tests.factories import model_spec, prediction_body
 
 def client(name, role):
     c = APIClient(HTTP_HOST="127.0.0.1")

@@ -9,10 +9,9 @@ from django.utils import timezone
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery
 from apps.webhooks.tasks import sweep
 from reviewqueue.celery import app as celery_app
-from tests.conftest import make_client, model_spec, prediction_body
+from tests.factories import make_client, model_spec, prediction_body, subscribe
+from tests.helpers import verify
 from tests.workers import use_broker, wait_until, worker
-
-from .conftest import subscribe, verify
 
 
 def one_claimed_item():
