@@ -9,18 +9,39 @@ import hashlib
 import hmac
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from django.db import connection
 
 from apps.audit.models import AuditEvent
 from apps.reviews.models import Decision, Escalation, ReviewItem
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def manage_py(
+    env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``manage.py <args>`` in a process of its own, with exactly ``env``; its result
+    (output captured as text), for a test of settings or of the embedded default."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
 
 # Every payload a page must show as text. Any that ran would set window.__xss.
 XSS = [

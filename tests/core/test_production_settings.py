@@ -3,30 +3,19 @@
 import os
 import secrets
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
 
 from reviewqueue.launcher import gunicorn_start
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import manage_py
 
 
 def manage(*args, **env):
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "reviewqueue.settings.production"}
     environment.pop("DJANGO_SECRET_KEY", None)
     environment.update(env)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return manage_py(environment, *args, timeout=120)
 
 
 def test_check_deploy_is_clean():

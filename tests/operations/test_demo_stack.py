@@ -16,6 +16,7 @@ import requests
 
 from apps.operations.management.commands.demo_setup import REASON_CODES
 from reviewqueue.launcher import ROOT, Supervisor, demo_environment, free_port
+from tests.helpers import manage_py
 
 pytestmark = pytest.mark.slow
 
@@ -51,14 +52,7 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = manage_py(env, *args, timeout=300)
     assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-3000:])
     return done.stdout
 

@@ -2,11 +2,8 @@
 ``make demo`` does: the rest of the suite runs on PostgreSQL."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import manage_py
 
 SCRIPT = """
 from rest_framework.test import APIClient
@@ -50,17 +47,7 @@ def test_demo_setup_and_a_review_on_sqlite(tmp_path):
     }
     env.pop("CELERY_BROKER_URL", None)
 
-    def manage(*args):
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-
     for args in (("migrate", "--noinput"), ("demo_setup",), ("shell", "-c", SCRIPT)):
-        done = manage(*args)
+        done = manage_py(env, *args)
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-3000:])
     assert done.stdout.strip().endswith("ok")

@@ -1,13 +1,8 @@
 """Webhooks on the embedded default (SQLite, tasks in-process), as ``make demo`` runs."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-from tests.helpers import verify
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import manage_py, verify
 
 SCRIPT = """
 from rest_framework.test import APIClient
@@ -48,14 +43,7 @@ def test_a_decision_is_delivered_on_sqlite(tmp_path, receiver):
     env.pop("CELERY_BROKER_URL", None)
     script = f"URL = {receiver.url!r}\n" + SCRIPT
     for args in (("migrate", "--noinput"), ("shell", "-c", script)):
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        done = manage_py(env, *args)
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-3000:])
     secret = done.stdout.strip().splitlines()[-1].split()[-1]
     [request] = receiver.requests
