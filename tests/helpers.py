@@ -186,7 +186,7 @@ class Receiver:
                 self.wfile.write(b"ok")
 
             def log_message(self, *args) -> None:
-                pass
+                """Quiet: the tests read ``receiver.requests``, not a request log."""
 
         self.server = ThreadingHTTPServer((self.host, 0), Handler)
         self.port = self.server.server_address[1]

@@ -6,6 +6,7 @@ celery beat's schedule and, with the filesystem broker (``CELERY_BROKER_URL=file
 what ``make demo`` uses unless told otherwise), the broker's message folders.
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -25,10 +26,8 @@ def checkout_secret_key(path: Path) -> str:
     a private temporary file and linked into place, which fails for all but the first,
     so every process reads the same whole key.
     """
-    try:
+    with contextlib.suppress(FileNotFoundError):  # not made yet: make it below
         return path.read_text().strip()
-    except FileNotFoundError:
-        pass
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         draft = path.with_name(f".{path.name}.{os.getpid()}")

@@ -52,6 +52,13 @@ def form_error(form) -> ApplicationError:
     return ApplicationError("Invalid input: " + "; ".join(f"{k}: {v}" for k, v in details.items()))
 
 
+def cleaned(form) -> dict[str, Any]:
+    """The bound form's cleaned data; its errors raised as one ``ApplicationError``."""
+    if not form.is_valid():
+        raise form_error(form)
+    return form.cleaned_data
+
+
 def case_context(item) -> dict[str, Any]:
     """The case panel's context: the case and its waterfall chart."""
     case = selectors.case_view(item=item)

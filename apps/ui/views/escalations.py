@@ -20,7 +20,7 @@ from apps.reviews.services import escalations
 
 from .. import selectors
 from ..forms import ResolveForm, ReturnForm
-from .base import MANAGERS, case_context, form_error, refused, role_required
+from .base import MANAGERS, case_context, cleaned, refused, role_required
 
 
 @require_GET
@@ -112,9 +112,7 @@ def escalation_resolve(request: HttpRequest, escalation_id: int) -> HttpResponse
     form = ResolveForm(request.POST)
 
     def act():
-        if not form.is_valid():
-            raise form_error(form)
-        data = form.cleaned_data
+        data = cleaned(form)
         escalations.escalation_resolve(
             user=request.user,
             escalation_id=escalation_id,
@@ -136,9 +134,7 @@ def escalation_return(request: HttpRequest, escalation_id: int) -> HttpResponse:
     form = ReturnForm(request.POST)
 
     def act():
-        if not form.is_valid():
-            raise form_error(form)
-        data = form.cleaned_data
+        data = cleaned(form)
         escalations.escalation_return(
             user=request.user,
             escalation_id=escalation_id,

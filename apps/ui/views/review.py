@@ -20,7 +20,7 @@ from apps.reviews.services import decisions, leases
 
 from .. import selectors
 from ..forms import DecideForm, EscalateForm, LeaseForm, StartForm
-from .base import MANAGERS, REVIEWERS, case_context, form_error, refused, role_required
+from .base import MANAGERS, REVIEWERS, case_context, cleaned, form_error, refused, role_required
 
 SESSION_QUEUE = "ui_review_queue"
 
@@ -138,9 +138,7 @@ def decide(request: HttpRequest, item_id: int) -> HttpResponse:
     form = DecideForm(request.POST)
     panel = "override"
     try:
-        if not form.is_valid():
-            raise form_error(form)
-        data = form.cleaned_data
+        data = cleaned(form)
         decisions.review_item_decide(
             user=request.user,
             item_id=item_id,
@@ -159,9 +157,7 @@ def decide(request: HttpRequest, item_id: int) -> HttpResponse:
 def escalate(request: HttpRequest, item_id: int) -> HttpResponse:
     form = EscalateForm(request.POST)
     try:
-        if not form.is_valid():
-            raise form_error(form)
-        data = form.cleaned_data
+        data = cleaned(form)
         decisions.review_item_escalate(
             user=request.user,
             item_id=item_id,
@@ -181,11 +177,8 @@ def release(request: HttpRequest, item_id: int) -> HttpResponse:
     the reviewer leaves it."""
     form = LeaseForm(request.POST)
     try:
-        if not form.is_valid():
-            raise form_error(form)
-        leases.review_item_release(
-            user=request.user, item_id=item_id, token=form.cleaned_data["lease_token"]
-        )
+        data = cleaned(form)
+        leases.review_item_release(user=request.user, item_id=item_id, token=data["lease_token"])
     except ApplicationError as exc:
         return refused(request, exc.message, status=exc.status_code)
     messages.info(request, "The case went back to the queue.")
@@ -199,10 +192,9 @@ def heartbeat(request: HttpRequest, item_id: int) -> HttpResponse:
     or, with 409, a notice that the lease is gone."""
     form = LeaseForm(request.POST)
     try:
-        if not form.is_valid():
-            raise form_error(form)
+        data = cleaned(form)
         item = leases.review_item_heartbeat(
-            user=request.user, item_id=item_id, token=form.cleaned_data["lease_token"]
+            user=request.user, item_id=item_id, token=data["lease_token"]
         )
     except ApplicationError as exc:
         return render(
